@@ -1,0 +1,74 @@
+"""Callbacks that every cnnlab run needs for its machine-readable record."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+class RunHistory(pl.Callback):
+    """Per-epoch metrics and wall times, kept for `metrics.json` and the sweep report.
+
+    Reads the epoch-level values Lightning already aggregated (no extra sync per step).
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self._epoch_start = 0.0
+        self._val_start = 0.0
+        self._val_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._val_seconds = 0.0
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_seconds += time.perf_counter() - self._val_start
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith(("train/", "val/")):
+                record[name] = _scalar(value)
+        elapsed = time.perf_counter() - self._epoch_start
+        record["time/epoch_s"] = elapsed
+        record["time/val_s"] = self._val_seconds
+        self.epochs.append(record)
+        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True)
+
+    def best_epoch(self, monitor: str = "val/acc", mode: str = "max") -> dict[str, float] | None:
+        scored = [e for e in self.epochs if monitor in e and math.isfinite(e[monitor])]
+        if not scored:
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda e: e[monitor])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the composed run config in every checkpoint, so evaluation needs only the file."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["cnnlab_config"] = self.config

@@ -1,0 +1,61 @@
+"""Test a saved checkpoint; everything needed to rebuild the run travels inside the file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import CnnlabError
+from cnnlab.module import ImageClassifier
+from cnnlab.training import write_json
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
+    if not ckpt_path.is_file():
+        raise CnnlabError(
+            f"Checkpoint {ckpt_path} does not exist. Pass ckpt_path=<run folder>/checkpoints/<file>.ckpt"
+        )
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CnnlabError(f"Checkpoint {ckpt_path} could not be read ({err}).") from err
+    if "cnnlab_config" not in checkpoint:
+        raise CnnlabError(
+            f"Checkpoint {ckpt_path} was not written by cnnlab's train.py (no 'cnnlab_config')."
+        )
+    return checkpoint["cnnlab_config"]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test loss and accuracy of `cfg.ckpt_path`, printed as the seed does and saved as JSON."""
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    run_cfg = OmegaConf.create(load_checkpoint_config(ckpt_path))
+    data_cfg = run_cfg.data
+    if cfg.get("data_dir"):
+        data_cfg.data_dir = cfg.data_dir
+    if cfg.get("batch_size"):
+        data_cfg.eval_batch_size = cfg.batch_size
+    datamodule = instantiate(data_cfg)
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, default_root_dir=cfg.paths.output_dir,
+    )  # fmt: skip
+    results = trainer.test(model=model, datamodule=datamodule, verbose=False)[0]
+    summary = {
+        "status": "completed",
+        "checkpoint": str(ckpt_path),
+        "test": {k: float(v) for k, v in results.items()},
+    }
+    print(f"Test loss: {summary['test']['test/loss']}")
+    print(f"Test accuracy: {summary['test']['test/acc']}")
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+    return summary

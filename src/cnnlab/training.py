@@ -1,0 +1,248 @@
+"""One training run: datamodule -> model -> callbacks -> loggers -> trainer -> fit -> test.
+
+`src/train.py` is the thin Hydra entry point around `train`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+
+from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
+from cnnlab.config import full_error_requested, to_plain, validate_train_config
+from cnnlab.data import ImageDataModule
+from cnnlab.errors import CnnlabError
+from cnnlab.module import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+# In-memory tensors need no worker processes; Lightning's hint about workers does not apply.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API.
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic write: a reader (the sweep report) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def hydra_choices() -> dict[str, Any]:
+    """Which option of each config group this run uses, and the overrides that made it."""
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    return {"choices": choices, "overrides": list(hydra_cfg.overrides.task)}
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+    """Every entry with a `_target_`, skipping entries that are null or have `enabled: false`."""
+    callbacks: list[pl.Callback] = []
+    for name, conf in (cfg or {}).items():
+        if conf is None:
+            continue
+        conf = OmegaConf.to_container(conf, resolve=True)
+        if not conf.pop("enabled", True):
+            continue
+        if "_target_" not in conf:
+            raise CnnlabError(f"callbacks.{name} has no _target_; cannot build it")
+        callbacks.append(instantiate(conf))
+    return callbacks
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _hparams_for_dashboard(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
+    """The knobs a sweep varies, flat, for TensorBoard's HPARAMS tab."""
+    params: dict[str, Any] = {f"choice/{k}": str(v) for k, v in choices.items() if v is not None}
+    for key, value in to_plain(cfg.optimizer).items():
+        if key.startswith("_"):
+            continue
+        params[f"optimizer/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    params["optimizer/name"] = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
+    params["data/batch_size"] = int(cfg.data.batch_size)
+    params["trainer/max_epochs"] = int(cfg.trainer.max_epochs)
+    params["seed"] = int(cfg.seed)
+    return params
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint, and write `metrics.json`; returns that summary."""
+    validate_train_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = output_dir / METRICS_FILE
+    run_info = hydra_choices()
+    summary: dict[str, Any] = {"status": "running", **run_info, "output_dir": str(output_dir)}
+    write_json(metrics_path, summary)
+
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: ImageDataModule = instantiate(cfg.data)
+    log.info("Instantiating model <%s> with net <%s>", cfg.model._target_, cfg.model.net._target_)
+    model: ImageClassifier = instantiate(
+        cfg.model,
+        _recursive_=False,
+        sample_shape=list(datamodule.sample_shape),
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        optimizer=instantiate(cfg.optimizer),
+        lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+    )
+    history = RunHistory()
+    callbacks = [
+        *instantiate_callbacks(cfg.get("callbacks")),
+        history,
+        ConfigInCheckpoint(to_plain(cfg)),
+    ]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    # Checkpoints are written iff a ModelCheckpoint is configured (Lightning would add its own).
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )
+
+    summary.update(
+        {
+            "data": cfg.data._target_.rsplit(".", 1)[-1],
+            "net": cfg.model.net._target_.rsplit(".", 1)[-1],
+            "optimizer": to_plain(cfg.optimizer),
+            "batch_size": int(cfg.data.batch_size),
+            "max_epochs": int(cfg.trainer.max_epochs),
+            "seed": int(cfg.seed),
+            "params": model.num_parameters,
+            "class_names": list(datamodule.class_names),
+        }
+    )
+
+    start = time.perf_counter()
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    summary["data_sizes"] = datamodule.describe()["sizes"]
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    last_path = checkpoint.last_model_path if checkpoint is not None else ""
+
+    fitted = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+    best = history.best_epoch("val/acc", "max")
+    summary.update(
+        {
+            "epochs": trainer.current_epoch if trainer.state.finished else len(history.epochs),
+            "steps": trainer.global_step,
+            "time": {
+                "train_s": train_seconds,
+                "per_epoch_s": [e["time/epoch_s"] for e in history.epochs],
+                "val_s": sum(e["time/val_s"] for e in history.epochs),
+            },
+            "final": {k: fitted[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc")
+                      if k in fitted},  # fmt: skip
+            "best": {
+                "epoch": best["epoch"] if best else None,
+                "val/acc": best["val/acc"] if best else None,
+                "val/loss": best.get("val/loss") if best else None,
+                "checkpoint": best_path or None,
+            },
+            "last_checkpoint": last_path or None,
+            "history": history.epochs,
+        }
+    )
+
+    if cfg.get("test", True):
+        ckpt_path = best_path or None
+        log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
+        results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        test = {k: float(v) for k, v in results[0].items()} if results else {}
+        summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
+        print(f"Test loss: {test.get('test/loss', math.nan)}")
+        print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+
+    summary["status"] = "completed"
+    write_json(metrics_path, summary)
+    _log_dashboard_hparams(loggers, cfg, run_info["choices"], summary)
+    log.info("Run folder: %s", output_dir)
+    return summary
+
+
+def _log_dashboard_hparams(
+    loggers: list[Logger], cfg: DictConfig, choices: dict[str, Any], summary: dict[str, Any]
+) -> None:
+    """Write the HPARAMS tab's entry with real results (not Lightning's dummy hp_metric)."""
+    results = {
+        "hparams/val_acc_best": summary["best"]["val/acc"],
+        "hparams/test_acc": summary.get("test", {}).get("test/acc"),
+        "hparams/test_loss": summary.get("test", {}).get("test/loss"),
+        "hparams/train_time_s": summary["time"]["train_s"],
+        "hparams/epochs": summary["epochs"],
+    }
+    results = {k: float(v) for k, v in results.items() if v is not None}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(_hparams_for_dashboard(cfg, choices), metrics=results)
+            logger.save()
+
+
+def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Turn a user error into one clear message and a non-zero exit, keeping the run record.
+
+    In a multirun the error is re-raised so Hydra records that job as failed and goes on
+    with the others.
+    """
+    try:
+        return task(cfg)
+    except CnnlabError as err:
+        _record_failure(cfg, err)
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if full_error_requested() or multirun:
+            raise
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except Exception as err:
+        _record_failure(cfg, err)
+        raise
+
+
+def _record_failure(cfg: DictConfig, err: BaseException) -> None:
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    if not output_dir:
+        return
+    path = Path(output_dir) / METRICS_FILE
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        summary = {}
+    summary.update({"status": "failed", "error": f"{type(err).__name__}: {err}"})
+    summary.setdefault("choices", hydra_choices()["choices"])
+    write_json(path, summary)

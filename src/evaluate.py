@@ -1,0 +1,21 @@
+"""Evaluate a checkpoint on the official test split: `python src/evaluate.py ckpt_path=<file>`."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnlab.evaluation import evaluate
+from cnnlab.training import run_entry
+
+os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_entry(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()
