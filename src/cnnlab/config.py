@@ -30,14 +30,30 @@ def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str) -
 def validate_train_config(cfg: DictConfig) -> None:
     """Reject values that would fail late (or silently train nonsense) with one clear message."""
     _check(cfg, "data.batch_size", lambda v: int(v) == v and v >= 1, "it must be an integer >= 1")
-    _check(cfg, "data.eval_batch_size", lambda v: int(v) == v and v >= 1,
-           "it must be an integer >= 1 (or null for the default)")  # fmt: skip
-    _check(cfg, "data.val_fraction", lambda v: 0 < float(v) < 1,
-           "it must lie strictly between 0 and 1 (the seed uses 0.1 for MNIST, 0.2 for CIFAR-10)")  # fmt: skip
-    _check(cfg, "data.val_split", lambda v: v in ("random", "last"),
-           "use 'random' (seeded subset) or 'last' (Keras' validation_split)")  # fmt: skip
-    _check(cfg, "trainer.max_epochs", lambda v: int(v) == v and (v >= 1 or v == -1),
-           "it must be an integer >= 1 (or -1 for no limit)")  # fmt: skip
+    _check(
+        cfg,
+        "data.eval_batch_size",
+        lambda v: int(v) == v and v >= 1,
+        "it must be an integer >= 1 (or null for the default)",
+    )
+    _check(
+        cfg,
+        "data.val_fraction",
+        lambda v: 0 < float(v) < 1,
+        "it must lie strictly between 0 and 1 (the seed uses 0.1 for MNIST, 0.2 for CIFAR-10)",
+    )
+    _check(
+        cfg,
+        "data.val_split",
+        lambda v: v in ("random", "last"),
+        "use 'random' (seeded subset) or 'last' (Keras' validation_split)",
+    )
+    _check(
+        cfg,
+        "trainer.max_epochs",
+        lambda v: int(v) == v and (v >= 1 or v == -1),
+        "it must be an integer >= 1 (or -1 for no limit)",
+    )
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
     _check(cfg, "model.net.init", lambda v: v in ("torch", "keras"), "use 'torch' or 'keras'")
     hidden = _get(cfg, "model.net.hidden_sizes")

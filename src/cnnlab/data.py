@@ -31,7 +31,7 @@ ValSplit = Literal["random", "last"]
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
-    """Yields whole batches of indices; reshuffled per epoch from `seed + epoch` so resumes replay."""
+    """Yields whole batches of indices, reshuffled per epoch from `seed + epoch` (resumable)."""
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
@@ -320,9 +320,17 @@ class FashionMNISTDataModule(_IdxDataModule):
     name = "Fashion-MNIST"
     torchvision_class = torchvision.datasets.FashionMNIST
     class_names = (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    )  # fmt: skip
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
 
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
@@ -347,9 +355,17 @@ class CIFAR10DataModule(ImageDataModule):
     sample_shape = (3, 32, 32)
     default_val_fraction = 0.2
     class_names = (
-        "airplane", "automobile", "bird", "cat", "deer",
-        "dog", "frog", "horse", "ship", "truck",
-    )  # fmt: skip
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
 
     @property
     def raw_dir(self) -> Path:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
     if not ckpt_path.is_file():
         raise CnnlabError(
-            f"Checkpoint {ckpt_path} does not exist. Pass ckpt_path=<run folder>/checkpoints/<file>.ckpt"
+            f"Checkpoint {ckpt_path} does not exist. "
+            "Pass ckpt_path=<run folder>/checkpoints/<file>.ckpt"
         )
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -46,9 +47,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(data_cfg)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, default_root_dir=cfg.paths.output_dir,
-    )  # fmt: skip
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=cfg.paths.output_dir,
+    )
     results = trainer.test(model=model, datamodule=datamodule, verbose=False)[0]
     summary = {
         "status": "completed",

@@ -76,10 +76,17 @@ class ImageClassifier(pl.LightningModule):
         loss, logits, labels = self._shared_step(batch)
         self.train_acc(logits, labels)
         batch_size = len(labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size)  # fmt: skip
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size)  # fmt: skip
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
+        )
+        self.log(
+            "train/acc",
+            self.train_acc,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+        )
         return loss
 
     def on_train_start(self) -> None:
@@ -115,5 +122,8 @@ class ImageClassifier(pl.LightningModule):
             return optimizer
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "epoch"},
+            "lr_scheduler": {
+                "scheduler": self.lr_scheduler_factory(optimizer),
+                "interval": "epoch",
+            },
         }

@@ -43,7 +43,9 @@ def _conv_same(in_ch: int, out_ch: int, size: tuple[int, int], stride: int) -> l
 def _check_shape(sample_shape: Sequence[int], nb_classes: int) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in sample_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"sample_shape must be (channels, height, width), got {tuple(sample_shape)}")
+        raise ValueError(
+            f"sample_shape must be (channels, height, width), got {tuple(sample_shape)}"
+        )
     if nb_classes < 2:
         raise ValueError(f"nb_classes must be >= 2, got {nb_classes}")
     return shape  # type: ignore[return-value]

@@ -75,8 +75,9 @@ def write_cifar10(folder: Path, train: int = 500, test: int = 200, seed: int = 0
     for i, chunk in enumerate(np.array_split(np.arange(train), 5), start=1):
         _write_cifar_batch(folder / f"data_batch_{i}", images[chunk], labels[chunk])
     test_labels = _labels(test, rng)
-    _write_cifar_batch(folder / "test_batch", patterned_images(test_labels, (32, 32, 3), rng),
-                       test_labels)  # fmt: skip
+    _write_cifar_batch(
+        folder / "test_batch", patterned_images(test_labels, (32, 32, 3), rng), test_labels
+    )
     meta = {"label_names": list(CIFAR10DataModule.class_names), "num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     return folder
@@ -85,8 +86,12 @@ def write_cifar10(folder: Path, train: int = 500, test: int = 200, seed: int = 0
 def _write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     # CIFAR-10 stores rows of 3072 bytes: the red plane, then green, then blue.
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    batch = {"batch_label": path.name, "labels": [int(x) for x in labels], "data": rows,
-             "filenames": [f"{i}.png" for i in range(len(labels))]}  # fmt: skip
+    batch = {
+        "batch_label": path.name,
+        "labels": [int(x) for x in labels],
+        "data": rows,
+        "filenames": [f"{i}.png" for i in range(len(labels))],
+    }
     path.write_bytes(pickle.dumps(batch))
 
 

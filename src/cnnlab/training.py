@@ -87,7 +87,9 @@ def _hparams_for_dashboard(cfg: DictConfig, choices: dict[str, Any]) -> dict[str
     for key, value in to_plain(cfg.optimizer).items():
         if key.startswith("_"):
             continue
-        params[f"optimizer/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        params[f"optimizer/{key}"] = (
+            value if isinstance(value, (int, float, str, bool)) else str(value)
+        )
     params["optimizer/name"] = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
     params["data/batch_size"] = int(cfg.data.batch_size)
     params["trainer/max_epochs"] = int(cfg.trainer.max_epochs)
@@ -167,8 +169,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "per_epoch_s": [e["time/epoch_s"] for e in history.epochs],
                 "val_s": sum(e["time/val_s"] for e in history.epochs),
             },
-            "final": {k: fitted[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc")
-                      if k in fitted},  # fmt: skip
+            "final": {
+                k: fitted[k]
+                for k in ("train/loss", "train/acc", "val/loss", "val/acc")
+                if k in fitted
+            },
             "best": {
                 "epoch": best["epoch"] if best else None,
                 "val/acc": best["val/acc"] if best else None,

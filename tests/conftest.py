@@ -1,0 +1,58 @@
+"""Shared fixtures: synthetic datasets in the real on-disk formats, and config composition."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from cnnlab.synthetic import write_all
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MNIST, Fashion-MNIST (IDX) and CIFAR-10 (pickles): 600 train / 200 test images each."""
+    return write_all(tmp_path_factory.mktemp("data"), train=600, test=200)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose `conf/<config_name>.yaml` with overrides, writing outputs under tmp_path."""
+
+    def _compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.log_dir = str(tmp_path / "outputs")
+        return cfg
+
+    return _compose
+
+
+def run_cli(
+    script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the real entry points (`src/train.py`, ...) as a user would."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

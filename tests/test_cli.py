@@ -1,0 +1,132 @@
+"""The real entry points, run as a user runs them, on synthetic data in the real formats."""
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import run_cli
+
+FAST = ["debug=fast", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2"]
+
+
+def _only(pattern: str, folder: Path) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `python src/train.py` run, with checkpoints (fast mode turns them off)."""
+    logs = tmp_path_factory.mktemp("outputs")
+    result = run_cli(
+        "train.py",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={logs}",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=8",
+        "optimizer=adam",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test accuracy:" in result.stdout and "Test loss:" in result.stdout
+    return _only("train/runs/*", logs)
+
+
+def test_a_run_leaves_config_checkpoints_events_and_metrics(trained_run: Path) -> None:
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["choices"]["optimizer"] == "adam"
+    assert metrics["params"] == 1_625_866
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert 0.0 <= metrics["test"]["test/acc"] <= 1.0 and metrics["test"]["test/loss"] > 0
+    assert metrics["time"]["train_s"] > 0 and len(metrics["time"]["per_epoch_s"]) == 2
+    assert Path(metrics["best"]["checkpoint"]).is_file()
+    assert metrics["best"]["val/acc"] == max(e["val/acc"] for e in metrics["history"])
+    assert metrics["history"][-1]["train/loss"] < metrics["history"][0]["train/loss"]
+    events = EventAccumulator(str(trained_run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= tags
+    assert {"hparams/val_acc_best", "hparams/test_acc", "hparams/train_time_s"} <= tags
+    assert "hp_metric" not in tags
+
+
+def test_evaluate_reproduces_the_runs_test_accuracy(trained_run: Path, tmp_path: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    result = run_cli(
+        "evaluate.py", f"ckpt_path={metrics['best']['checkpoint']}", f"paths.log_dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Test accuracy:"))
+    assert float(line.split(":")[1]) == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+    evaluated = json.loads(_only("eval/runs/*/metrics.json", tmp_path).read_text())
+    assert evaluated["test"]["test/acc"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
+
+
+def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=adadelta,adam,adagrad",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = _only("train/multiruns/*", tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1", "2"]
+    for job, optimizer in zip(jobs, ["adadelta", "adam", "adagrad"], strict=True):
+        assert f"optimizer={optimizer}" in job.name
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["status"] == "completed"
+        assert metrics["choices"]["optimizer"] == optimizer
+        assert metrics["optimizer"]["_target_"].lower().endswith(optimizer)
+        assert (job / ".hydra" / "config.yaml").is_file()
+        assert any((job / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_any_combination_takes_shapes_from_the_data(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train.py",
+        "data=cifar10",
+        "model=net_2",
+        "optimizer=adam",
+        "data.batch_size=128",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(_only("train/runs/*/metrics.json", tmp_path).read_text())
+    assert metrics["params"] == 2_117_962 and metrics["net"] == "net_2"
+    assert metrics["batch_size"] == 128
+
+
+def test_missing_data_gives_one_clear_message(tmp_path: Path) -> None:
+    result = run_cli(
+        "train.py",
+        f"paths.data_dir={tmp_path / 'empty'}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        "data.download=false",
+    )
+    assert result.returncode != 0
+    assert "MNIST not found" in result.stderr and "data.download=true" in result.stderr
+    assert "Traceback" not in result.stderr
+    metrics = json.loads(_only("train/runs/*/metrics.json", tmp_path / "out").read_text())
+    assert metrics["status"] == "failed" and "MNIST not found" in metrics["error"]
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path: Path) -> None:
+    result = run_cli("train.py", "optimizer=adamm", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "adamm" in result.stderr and "adadelta" in result.stderr and "adagrad" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,135 @@
+"""Datamodules read the real formats once into tensors, split like the seed, fail clearly."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.data import (
+    CIFAR10DataModule,
+    FashionMNISTDataModule,
+    IndexBatchSampler,
+    MNISTDataModule,
+)
+from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from cnnlab.preprocessing import normalize_images
+from cnnlab.synthetic import write_idx_dataset
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "val"),
+    [
+        (MNISTDataModule, (1, 28, 28), 60),
+        (FashionMNISTDataModule, (1, 28, 28), 60),
+        (CIFAR10DataModule, (3, 32, 32), 120),
+    ],
+)
+def test_files_become_uint8_tensors_with_the_seeds_split(
+    synthetic_data_dir: Path, module: type, shape: tuple, val: int
+) -> None:
+    dm = module(data_dir=synthetic_data_dir, batch_size=32)
+    dm.setup("fit")
+    images, labels = dm.splits["train"]
+    assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == shape
+    assert labels.dtype == torch.int64
+    assert dm.describe()["sizes"] == {"train": 600 - val, "val": val, "test": 200}
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_cifar10_pixels_round_trip_from_the_pickle_layout(tmp_path: Path) -> None:
+    import pickle
+
+    from cnnlab.synthetic import write_cifar10
+
+    folder = write_cifar10(tmp_path / "cifar-10-batches-py", train=50, test=20)
+    row = pickle.loads((folder / "data_batch_1").read_bytes())["data"][0]
+    dm = CIFAR10DataModule(data_dir=tmp_path, val_split="last")
+    dm.setup()
+    first = dm.splits["train"][0][0]
+    assert first.shape == (3, 32, 32)
+    assert np.array_equal(first.numpy().reshape(-1), row)  # R plane, then G, then B
+
+
+def test_last_split_is_keras_validation_split(synthetic_data_dir: Path) -> None:
+    dm = MNISTDataModule(data_dir=synthetic_data_dir, val_fraction=0.1, val_split="last")
+    train_idx, val_idx = dm.split_indices(600)
+    assert train_idx.tolist() == list(range(540))
+    assert val_idx.tolist() == list(range(540, 600))
+
+
+def test_random_split_is_seeded_and_disjoint(synthetic_data_dir: Path) -> None:
+    a = MNISTDataModule(data_dir=synthetic_data_dir, seed=1).split_indices(600)
+    b = MNISTDataModule(data_dir=synthetic_data_dir, seed=1).split_indices(600)
+    c = MNISTDataModule(data_dir=synthetic_data_dir, seed=2).split_indices(600)
+    assert torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+    assert not set(a[0].tolist()) & set(a[1].tolist())
+    assert len(a[0]) + len(a[1]) == 600
+
+
+def test_batches_are_whole_tensors_normalised_like_the_seed(synthetic_data_dir: Path) -> None:
+    dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=32)
+    dm.setup()
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 17  # 540 images, the last batch partial
+    images, labels = batches[0]
+    assert images.shape == (32, 1, 28, 28) and images.dtype == torch.uint8
+    seen = torch.cat([b[1] for b in batches])
+    assert len(seen) == 540
+    normalised, same_labels = dm.on_after_batch_transfer((images, labels), 0)
+    assert normalised.dtype == torch.float32 and same_labels is labels
+    assert np.array_equal(normalised.numpy(), normalize_images(images.numpy()))
+
+
+def test_training_order_reshuffles_per_epoch_and_replays_by_epoch() -> None:
+    sampler = IndexBatchSampler(100, 10, shuffle=True, seed=3)
+    first = torch.cat(list(sampler))
+    sampler.set_epoch(1)
+    second = torch.cat(list(sampler))
+    sampler.set_epoch(0)
+    assert torch.equal(torch.cat(list(sampler)), first)
+    assert not torch.equal(first, second)
+    assert sorted(first.tolist()) == list(range(100))
+
+
+def test_missing_files_name_the_folder_and_the_fix(tmp_path: Path) -> None:
+    dm = MNISTDataModule(data_dir=tmp_path / "nowhere", download=False)
+    with pytest.raises(DatasetNotFoundError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message and "data.download=true" in message
+
+
+def test_gzipped_files_from_a_system_folder_are_used_offline(tmp_path: Path) -> None:
+    system = write_idx_dataset(tmp_path / "system", train=100, test=50, compress=True)
+    dm = FashionMNISTDataModule(data_dir=tmp_path / "data", system_dirs=[str(system)])
+    dm.setup()
+    assert dm.describe()["sizes"] == {"train": 90, "val": 10, "test": 50}
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_truncated_idx_file_is_reported_as_corrupt(
+    tmp_path: Path, synthetic_data_dir: Path
+) -> None:
+    shutil.copytree(synthetic_data_dir / "MNIST", tmp_path / "MNIST")
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:5000])
+    with pytest.raises(DatasetCorruptError, match="could not be read"):
+        MNISTDataModule(data_dir=tmp_path).setup()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"val_fraction": 1.0}, "data.val_fraction"),
+        ({"val_fraction": 0.0}, "data.val_fraction"),
+        ({"val_split": "first"}, "data.val_split"),
+    ],
+)
+def test_bad_data_settings_are_rejected(tmp_path: Path, kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        MNISTDataModule(data_dir=tmp_path, **kwargs)
