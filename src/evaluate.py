@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.evaluation import evaluate
-from cnnlab.training import run_entry
+from cnnlab.runs import run_entry
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.training import run_entry, train
+from cnnlab.runs import run_entry
+from cnnlab.training import train
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -14,8 +15,10 @@ os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     summary = run_entry(train, cfg)
-    # Returned for sweepers that optimise a value (e.g. Optuna): best validation accuracy.
-    return summary["best"]["val/acc"]
+    # For sweepers that optimise a value (e.g. Optuna): best validation accuracy, NaN if failed.
+    if summary is None or summary["best"]["val/acc"] is None:
+        return float("nan")
+    return float(summary["best"]["val/acc"])
 
 
 if __name__ == "__main__":

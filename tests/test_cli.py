@@ -130,3 +130,23 @@ def test_unknown_option_lists_the_available_ones(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "adamm" in result.stderr and "adadelta" in result.stderr and "adagrad" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failing_job_keeps_the_others_and_fails_the_sweep(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train.py",
+        "-m",
+        "data.val_fraction=0.1,1.5",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        *FAST,
+    )
+    assert result.returncode != 0
+    assert "1 job(s) of the sweep did not complete" in result.stderr
+    sweep = _only("train/multiruns/*", tmp_path)
+    good = json.loads(_only("0_*/metrics.json", sweep).read_text())
+    bad = json.loads(_only("1_*/metrics.json", sweep).read_text())
+    assert good["status"] == "completed" and good["test"]["test/acc"] >= 0
+    assert bad["status"] == "failed" and "data.val_fraction=1.5" in bad["error"]

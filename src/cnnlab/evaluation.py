@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
-from cnnlab.training import write_json
+from cnnlab.runs import write_json
 
 log = logging.getLogger(__name__)
 

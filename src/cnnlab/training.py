@@ -5,57 +5,33 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
-from cnnlab.config import full_error_requested, to_plain, validate_train_config
+from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
+from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 
 # In-memory tensors need no worker processes; Lightning's hint about workers does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API.
 warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic write: a reader (the sweep report) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
-def hydra_choices() -> dict[str, Any]:
-    """Which option of each config group this run uses, and the overrides that made it."""
-    if not HydraConfig.initialized():
-        return {"choices": {}, "overrides": []}
-    hydra_cfg = HydraConfig.get()
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
-    return {"choices": choices, "overrides": list(hydra_cfg.overrides.task)}
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
@@ -217,37 +193,3 @@ def _log_dashboard_hparams(
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(_hparams_for_dashboard(cfg, choices), metrics=results)
             logger.save()
-
-
-def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Turn a user error into one clear message and a non-zero exit, keeping the run record.
-
-    In a multirun the error is re-raised so Hydra records that job as failed and goes on
-    with the others.
-    """
-    try:
-        return task(cfg)
-    except CnnlabError as err:
-        _record_failure(cfg, err)
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if full_error_requested() or multirun:
-            raise
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except Exception as err:
-        _record_failure(cfg, err)
-        raise
-
-
-def _record_failure(cfg: DictConfig, err: BaseException) -> None:
-    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
-    if not output_dir:
-        return
-    path = Path(output_dir) / METRICS_FILE
-    try:
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        summary = {}
-    summary.update({"status": "failed", "error": f"{type(err).__name__}: {err}"})
-    summary.setdefault("choices", hydra_choices()["choices"])
-    write_json(path, summary)

@@ -1,0 +1,46 @@
+"""Hydra callbacks: what happens once a whole sweep has run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnnlab.runs import COMPLETED, METRICS_FILE, read_json
+
+log = logging.getLogger(__name__)
+
+
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep: those Hydra wrote a `.hydra/` into, in job order."""
+    folders = [p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")]
+
+    def job_number(folder: Path) -> tuple[int, str]:
+        head = folder.name.split("_", 1)[0]
+        return (int(head) if head.isdigit() else 1 << 30, folder.name)
+
+    return sorted(folders, key=job_number)
+
+
+class SweepSummary(Callback):
+    """After a multirun: say which jobs did not complete, and exit non-zero if any."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = []
+        for job in job_folders(sweep_dir):
+            record = read_json(job / METRICS_FILE)
+            status = record.get("status", "no metrics.json")
+            if status != COMPLETED:
+                failed.append(f"{job.name}: {status} ({record.get('error', 'no error recorded')})")
+        if failed:
+            log.error("%d job(s) of %s did not complete:\n  %s", len(failed), sweep_dir,
+                      "\n  ".join(failed))  # fmt: skip
+            print(f"Error: {len(failed)} job(s) of the sweep did not complete:", file=sys.stderr)
+            for line in failed:
+                print(f"  {line}", file=sys.stderr)
+            sys.exit(1)
