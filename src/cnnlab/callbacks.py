@@ -10,6 +10,13 @@ import pytorch_lightning as pl
 import torch
 
 
+def _now(pl_module: pl.LightningModule) -> float:
+    """Wall time after queued accelerator work finishes (once per epoch boundary, not per step)."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()
+
+
 def _scalar(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
@@ -22,31 +29,45 @@ class RunHistory(pl.Callback):
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self.test_seconds: float | None = None
         self._epoch_start = 0.0
+        self._train_end: float | None = None
         self._val_start = 0.0
         self._val_seconds = 0.0
+        self._test_start = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = _now(pl_module)
+        self._train_end = None
         self._val_seconds = 0.0
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._val_start = time.perf_counter()
+        self._val_start = _now(pl_module)
+        if self._train_end is None and not trainer.sanity_checking:
+            self._train_end = self._val_start  # validation runs at the end of the epoch
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._val_seconds += time.perf_counter() - self._val_start
+            self._val_seconds += _now(pl_module) - self._val_start
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for name, value in trainer.callback_metrics.items():
             if name.startswith(("train/", "val/")):
                 record[name] = _scalar(value)
-        elapsed = time.perf_counter() - self._epoch_start
+        now = _now(pl_module)
+        elapsed = now - self._epoch_start
         record["time/epoch_s"] = elapsed
+        record["time/train_s"] = (self._train_end or now) - self._epoch_start
         record["time/val_s"] = self._val_seconds
         self.epochs.append(record)
         pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test_start = _now(pl_module)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.test_seconds = _now(pl_module) - self._test_start
 
     def best_epoch(self, monitor: str = "val/acc", mode: str = "max") -> dict[str, float] | None:
         scored = [e for e in self.epochs if monitor in e and math.isfinite(e[monitor])]

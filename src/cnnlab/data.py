@@ -33,8 +33,16 @@ ValSplit = Literal["random", "last"]
 class IndexBatchSampler(Sampler[torch.Tensor]):
     """Yields whole batches of indices, reshuffled per epoch from `seed + epoch` (resumable)."""
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.device = torch.device(device)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -46,7 +54,8 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        return iter(order.split(self.batch_size))
+        # One host-to-device copy per epoch; each batch's indices are then a view on the device.
+        return iter(order.to(self.device).split(self.batch_size))
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)
@@ -95,6 +104,7 @@ class ImageDataModule(pl.LightningDataModule):
         seed: int = 42,
         download: bool = False,
         system_dirs: Sequence[str] = (),
+        on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir).expanduser()
@@ -105,6 +115,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.download = bool(download)
         self.system_dirs = [Path(d) for d in system_dirs]
+        self.on_device = on_device
         self._validate()
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -231,12 +242,28 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits["train"] = (images[train_idx], labels[train_idx])
         self.splits["val"] = (images[val_idx], labels[val_idx])
         self.splits["test"] = self._load(train=False)
+        device = self.storage_device()
+        if device.type != "cpu":
+            # The whole dataset lives on the accelerator as uint8; batches are gathered there.
+            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def storage_device(self) -> torch.device:
+        """Where the tensors live: the accelerator's memory when training there (auto)."""
+        trainer = getattr(self, "trainer", None)
+        if self.on_device is False or trainer is None:
+            return torch.device("cpu")
+        device = trainer.strategy.root_device
+        if self.on_device == "auto" and device.type not in ("cuda", "mps"):
+            return torch.device("cpu")
+        return device
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         images, labels = self.splits[split]
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        sampler = IndexBatchSampler(len(labels), batch_size, shuffle=shuffle, seed=self.seed)
+        sampler = IndexBatchSampler(
+            len(labels), batch_size, shuffle=shuffle, seed=self.seed, device=labels.device
+        )
         # batch_size=None: the sampler already yields whole batches, so no collation.
         return DataLoader(TensorBatches(images, labels), sampler=sampler, batch_size=None)
 

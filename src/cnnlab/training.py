@@ -9,6 +9,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,19 @@ def _hparams_for_dashboard(cfg: DictConfig, choices: dict[str, Any]) -> dict[str
     return params
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test the best checkpoint, and write `metrics.json`; returns that summary."""
+def apply_runtime_settings(cfg: DictConfig) -> None:
+    """Process-wide numerics switches that decide speed (see README, "Speed")."""
+    torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
+    torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Fit, test the best checkpoint, and write `metrics.json`; returns that summary.
+
+    `extra_callbacks` lets programs (the benchmark, tests) observe a run without config.
+    """
     validate_train_config(cfg)
+    apply_runtime_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = output_dir / METRICS_FILE
@@ -102,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         *instantiate_callbacks(cfg.get("callbacks")),
         history,
         ConfigInCheckpoint(to_plain(cfg)),
+        *extra_callbacks,
     ]
     loggers = instantiate_loggers(cfg.get("logger"))
     # Checkpoints are written iff a ModelCheckpoint is configured (Lightning would add its own).
@@ -144,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "train_s": train_seconds,
                 "per_epoch_s": [e["time/epoch_s"] for e in history.epochs],
                 "val_s": sum(e["time/val_s"] for e in history.epochs),
+                "train_batches_s": sum(e["time/train_s"] for e in history.epochs),
             },
             "final": {
                 k: fitted[k]
@@ -167,6 +180,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
         test = {k: float(v) for k, v in results[0].items()} if results else {}
         summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
+        summary["time"]["test_s"] = history.test_seconds
         print(f"Test loss: {test.get('test/loss', math.nan)}")
         print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
