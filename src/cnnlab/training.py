@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
@@ -116,12 +116,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         *extra_callbacks,
     ]
     loggers = instantiate_loggers(cfg.get("logger"))
-    # Checkpoints are written iff a ModelCheckpoint is configured (Lightning would add its own).
+    # Checkpoints and the progress bar exist iff configured (Lightning would add its own).
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
     )
 
     summary.update(

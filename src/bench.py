@@ -1,0 +1,62 @@
+"""Benchmark cnnlab's pipeline against a bare PyTorch loop: `python src/bench.py [--help]`."""
+
+import argparse
+import logging
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from cnnlab.bench import DEFAULT_ROWS, Row, Settings, format_table, run_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--precision", default="32-true", help="trainer.precision, e.g. bf16-mixed")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC layout for both")
+    parser.add_argument("--optimizer", default="adadelta", help="an option of conf/optimizer/")
+    parser.add_argument("--reps", type=int, default=3, help="measured epochs per contender")
+    parser.add_argument(
+        "--rows",
+        default="all",
+        help="comma list of net:data:batch[:steps], e.g. net_1:mnist:32:300",
+    )
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--accuracy-check",
+        action="store_true",
+        help="also train one full Fashion-MNIST epoch in fp32 and in --precision",
+    )
+    parser.add_argument("--tiny", action="store_true", help="a few steps: checks the machinery")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"
+    )
+    args = parser.parse_args()
+
+    rows = DEFAULT_ROWS
+    if args.rows != "all":
+        rows = tuple(
+            Row(p[0], p[1], int(p[2]), int(p[3]) if len(p) > 3 else 100)
+            for p in (spec.split(":") for spec in args.rows.split(","))
+        )
+    out = args.out or ROOT / "outputs" / "bench" / f"bench-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    settings = Settings(
+        precision=args.precision,
+        channels_last=args.channels_last,
+        optimizer=args.optimizer,
+        reps=args.reps,
+        accelerator=args.accelerator,
+        tiny=args.tiny,
+        accuracy_check=args.accuracy_check,
+    )
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("cnnlab").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    report = run_benchmark(rows, settings, out)
+    print(format_table(report))
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The fast path trains the same maths as a bare loop, and the benchmark's machinery works."""
+
+import json
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cnnlab.bench import BareLoop
+from cnnlab.data import MNISTDataModule
+from cnnlab.training import train
+from conftest import run_cli
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+@pytest.mark.parametrize("optimizer", ["adadelta", "adam"])
+def test_pipeline_loss_equals_the_bare_loops_step_by_step(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path, optimizer: str
+) -> None:
+    steps = 12
+    cfg = compose_cfg(
+        [
+            f"optimizer={optimizer}",
+            f"paths.data_dir={synthetic_data_dir}",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "logger=csv",
+            "callbacks.progress_bar.enabled=false",
+        ]
+    )
+    recorder = LossRecorder()
+    train(cfg, extra_callbacks=[recorder])
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    _, bare_losses = BareLoop(cfg, datamodule, torch.device("cpu")).train_epoch(steps)
+    assert len(recorder.losses) == len(bare_losses) == steps
+    assert recorder.losses[-1] < recorder.losses[0]  # it trained
+    torch.testing.assert_close(recorder.losses, bare_losses, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_trains_the_same_maths(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
+) -> None:
+    losses = {}
+    for layout in ("false", "true"):
+        cfg = compose_cfg(
+            [
+                f"model.channels_last={layout}",
+                f"paths.data_dir={synthetic_data_dir}",
+                "trainer.max_epochs=1",
+                "trainer.limit_train_batches=6",
+                "trainer.limit_val_batches=1",
+                "test=false",
+                "logger=csv",
+                "callbacks.progress_bar.enabled=false",
+            ]
+        )
+        cfg.paths.output_dir = f"{cfg.paths.output_dir}-{layout}"
+        recorder = LossRecorder()
+        train(cfg, extra_callbacks=[recorder])
+        losses[layout] = recorder.losses
+    torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
+
+
+def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(
+    synthetic_data_dir: Path,
+) -> None:
+    """On a GPU the splits live in its memory; 'meta' stands in for it on this CPU machine."""
+    dm = MNISTDataModule(data_dir=synthetic_data_dir, on_device=True)
+    dm.trainer = types.SimpleNamespace(
+        strategy=types.SimpleNamespace(  # type: ignore[assignment]
+            root_device=torch.device("meta")
+        )
+    )
+    dm.setup()
+    assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in dm.splits.values())
+    images, _ = next(iter(dm.train_dataloader()))
+    assert images.device.type == "meta" and images.shape == (32, 1, 28, 28)
+    assert images.dtype == torch.uint8  # normalised on the device, after the gather
+
+    auto = MNISTDataModule(data_dir=synthetic_data_dir, on_device="auto")
+    auto.trainer = types.SimpleNamespace(
+        strategy=types.SimpleNamespace(  # type: ignore[assignment]
+            root_device=torch.device("cpu")
+        )
+    )
+    auto.setup()
+    assert auto.splits["train"][0].device.type == "cpu"
+
+
+def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run_cli("bench.py", "--tiny", "--reps", "1", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {(r["net"], r["data"], r["batch_size"]) for r in report["rows"]}
+    assert rows == {
+        ("net_1", "mnist", 32),
+        ("net_2", "mnist", 32),
+        ("net_1", "cifar10", 128),
+        ("net_2", "cifar10", 128),
+    }
+    for row in report["rows"]:
+        for key in ("train_images_per_s", "eval_images_per_s"):
+            values = row[key]
+            assert values["pipeline"] > 0 and values["bare"] > 0
+            assert values["ratio"] == pytest.approx(values["pipeline"] / values["bare"])
+        assert row["epoch_s"]["pipeline"] > 0 and row["peak_rss_mb"] > 0
+        assert 0 < row["eval_share_of_full_epoch"] < 1
+    assert report["machine"]["cpu"]
+    assert "net_1" in result.stdout and "ratio" in result.stdout
+
+
+@pytest.mark.slow
+def test_compiled_net_trains_the_same_maths(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
+) -> None:
+    losses = {}
+    for compiled in ("false", "true"):
+        cfg = compose_cfg(
+            [
+                f"model.compile={compiled}",
+                f"paths.data_dir={synthetic_data_dir}",
+                "trainer.max_epochs=1",
+                "trainer.limit_train_batches=4",
+                "trainer.limit_val_batches=1",
+                "test=false",
+                "logger=csv",
+                "callbacks.progress_bar.enabled=false",
+            ]
+        )
+        cfg.paths.output_dir = f"{cfg.paths.output_dir}-{compiled}"
+        recorder = LossRecorder()
+        train(cfg, extra_callbacks=[recorder])
+        losses[compiled] = recorder.losses
+    torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
