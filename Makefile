@@ -7,7 +7,7 @@ ARGS ?=
 LOGDIR ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-all tensorboard lint format clean
+.PHONY: help install train sweep test test-all bench tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ test: $(STAMP) ## the fast test suite (no network, synthetic data)
 
 test-all: $(STAMP) ## every test, including those marked slow
 	$(PY) -m pytest -m ""
+
+bench: $(STAMP) ## pipeline vs bare PyTorch loop (fp32, then bf16-mixed + channels_last); BENCH_ARGS="..."
+	$(PY) src/bench.py $(BENCH_ARGS)
+	$(PY) src/bench.py --precision bf16-mixed --channels-last --accuracy-check $(BENCH_ARGS)
 
 tensorboard: $(STAMP) ## dashboards of everything under outputs/ (LOGDIR=<sweep folder> for one sweep)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

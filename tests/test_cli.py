@@ -5,10 +5,22 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from conftest import run_cli
 
 FAST = ["debug=fast", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2"]
+
+
+def _summary_tags(folder: Path, plugin: str) -> set[str]:
+    """Tags of one TensorBoard plugin in all event files of a folder."""
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            tags |= {
+                v.tag for v in event.summary.value if v.metadata.plugin_data.plugin_name == plugin
+            }
+    return tags
 
 
 def _only(pattern: str, folder: Path) -> Path:
@@ -89,7 +101,8 @@ def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
         assert metrics["choices"]["optimizer"] == optimizer
         assert metrics["optimizer"]["_target_"].lower().endswith(optimizer)
         assert (job / ".hydra" / "config.yaml").is_file()
-        assert any((job / "tensorboard").glob("events.out.tfevents.*"))
+        hparams = _summary_tags(job / "tensorboard", plugin="hparams")
+        assert "_hparams_/session_start_info" in hparams  # one HPARAMS row per job
 
 
 def test_any_combination_takes_shapes_from_the_data(
