@@ -1,11 +1,13 @@
 """Train a CNN: `python src/train.py [group=option ...] [key=value ...]`, `-m` for sweeps."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from cnnlab.parallel import missing_plugin_message
 from cnnlab.runs import run_entry
 from cnnlab.training import train
 
@@ -22,4 +24,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # A launcher or sweeper plugin that is not installed: say which extra brings it.
+    if problem := missing_plugin_message(sys.argv[1:]):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -46,7 +46,7 @@ class RunHistory(pl.Callback):
         record["time/epoch_s"] = elapsed
         record["time/val_s"] = self._val_seconds
         self.epochs.append(record)
-        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True)
+        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True, sync_dist=True)
 
     def best_epoch(self, monitor: str = "val/acc", mode: str = "max") -> dict[str, float] | None:
         scored = [e for e in self.epochs if monitor in e and math.isfinite(e[monitor])]

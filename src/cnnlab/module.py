@@ -76,8 +76,16 @@ class ImageClassifier(pl.LightningModule):
         loss, logits, labels = self._shared_step(batch)
         self.train_acc(logits, labels)
         batch_size = len(labels)
+        # sync_dist: under DDP the epoch's mean is reduced across ranks once, at the epoch's end
+        # (a no-op in one process); the accuracies are torchmetrics, which sync on compute.
         self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
         )
         self.log(
             "train/acc",
@@ -96,17 +104,19 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc(logits, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log(
+            "val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True
+        )
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False, sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.test_acc(logits, labels)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(labels))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(labels), sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(labels))
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:

@@ -18,12 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
 from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
+from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics_path = output_dir / METRICS_FILE
     run_info = hydra_choices()
     summary: dict[str, Any] = {"status": "running", **run_info, "output_dir": str(output_dir)}
-    write_json(metrics_path, summary)
+    if rank_zero_only.rank == 0:  # under DDP, rank 0 alone writes the record
+        write_json(metrics_path, summary)
 
     pl.seed_everything(int(cfg.seed), workers=True)
 
@@ -111,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
+    check_ddp_settings(cfg, trainer)
 
     summary.update(
         {
@@ -126,7 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     start = time.perf_counter()
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with ddp_children_run_this_job(trainer):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_seconds = time.perf_counter() - start
     summary["data_sizes"] = datamodule.describe()["sizes"]
 
@@ -167,11 +172,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
         test = {k: float(v) for k, v in results[0].items()} if results else {}
         summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
-        print(f"Test loss: {test.get('test/loss', math.nan)}")
-        print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+        if trainer.is_global_zero:
+            print(f"Test loss: {test.get('test/loss', math.nan)}")
+            print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
     summary["status"] = "completed"
-    write_json(metrics_path, summary)
+    if trainer.is_global_zero:
+        write_json(metrics_path, summary)
     _log_dashboard_hparams(loggers, cfg, run_info["choices"], summary)
     log.info("Run folder: %s", output_dir)
     return summary
