@@ -1,11 +1,13 @@
 """Train a CNN: `python src/train.py [group=option ...] [key=value ...]`, `-m` for sweeps."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from cnnlab.parallel import missing_plugin_message
 from cnnlab.runs import run_entry
 from cnnlab.training import train
 
@@ -15,11 +17,17 @@ os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     summary = run_entry(train, cfg)
-    # For sweepers that optimise a value (e.g. Optuna): best validation accuracy, NaN if failed.
+    # For sweepers that optimise a value (e.g. Optuna): the best validation accuracy, or None
+    # if the job failed. Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.x aborts the whole
+    # search on a NaN (hydra issue #2237), while None marks the trial failed and goes on.
     if summary is None or summary["best"]["val/acc"] is None:
-        return float("nan")
+        return None
     return float(summary["best"]["val/acc"])
 
 
 if __name__ == "__main__":
+    # A launcher or sweeper plugin that is not installed: say which extra brings it.
+    if problem := missing_plugin_message(sys.argv[1:]):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -80,16 +80,18 @@ def test_channels_last_trains_the_same_maths(
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
 
 
+def _fake_trainer(device: str) -> Any:
+    """The attributes a datamodule reads from its Trainer, on a device of our choosing."""
+    strategy = types.SimpleNamespace(root_device=torch.device(device))
+    return types.SimpleNamespace(strategy=strategy, world_size=1, global_rank=0)
+
+
 def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(
     synthetic_data_dir: Path,
 ) -> None:
     """On a GPU the splits live in its memory; 'meta' stands in for it on this CPU machine."""
     dm = MNISTDataModule(data_dir=synthetic_data_dir, on_device=True)
-    dm.trainer = types.SimpleNamespace(
-        strategy=types.SimpleNamespace(  # type: ignore[assignment]
-            root_device=torch.device("meta")
-        )
-    )
+    dm.trainer = _fake_trainer("meta")
     dm.setup()
     assert all(x.device.type == "meta" and y.device.type == "meta" for x, y in dm.splits.values())
     images, _ = next(iter(dm.train_dataloader()))
@@ -97,11 +99,7 @@ def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(
     assert images.dtype == torch.uint8  # normalised on the device, after the gather
 
     auto = MNISTDataModule(data_dir=synthetic_data_dir, on_device="auto")
-    auto.trainer = types.SimpleNamespace(
-        strategy=types.SimpleNamespace(  # type: ignore[assignment]
-            root_device=torch.device("cpu")
-        )
-    )
+    auto.trainer = _fake_trainer("cpu")
     auto.setup()
     assert auto.splits["train"][0].device.type == "cpu"
 

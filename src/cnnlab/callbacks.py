@@ -61,7 +61,7 @@ class RunHistory(pl.Callback):
         record["time/train_s"] = (self._train_end or now) - self._epoch_start
         record["time/val_s"] = self._val_seconds
         self.epochs.append(record)
-        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True)
+        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._test_start = _now(pl_module)

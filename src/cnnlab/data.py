@@ -31,7 +31,13 @@ ValSplit = Literal["random", "last"]
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
-    """Yields whole batches of indices, reshuffled per epoch from `seed + epoch` (resumable)."""
+    """Yields whole batches of indices, reshuffled per epoch from `seed + epoch` (resumable).
+
+    Under DDP (`num_replicas` > 1) every rank draws the same order and keeps every
+    `num_replicas`-th sample from `rank` on, as torch's DistributedSampler does. Training pads
+    the order by wrapping around (`pad=True`), so all ranks take the same number of steps;
+    evaluation does not, so each sample is counted exactly once.
+    """
 
     def __init__(
         self,
@@ -40,13 +46,24 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         shuffle: bool,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad: bool = False,
     ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.device = torch.device(device)
+        self.num_replicas, self.rank, self.pad = num_replicas, rank, pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _shard_size(self) -> int:
+        if self.num_replicas == 1:
+            return self.size
+        if self.pad:
+            return -(-self.size // self.num_replicas)
+        return len(range(self.rank, self.size, self.num_replicas))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:
@@ -54,11 +71,16 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
+        if self.num_replicas > 1:
+            if self.pad:
+                total = self._shard_size() * self.num_replicas
+                order = order.repeat(-(-total // self.size))[:total]
+            order = order[self.rank :: self.num_replicas]
         # One host-to-device copy per epoch; each batch's indices are then a view on the device.
         return iter(order.to(self.device).split(self.batch_size))
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
 
 class TensorBatches(Dataset):
@@ -261,8 +283,19 @@ class ImageDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         images, labels = self.splits[split]
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        # Under DDP each rank takes its own shard (trainer configs set use_distributed_sampler
+        # false: Lightning's wrapper would shard whole batches and pad validation).
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = IndexBatchSampler(
-            len(labels), batch_size, shuffle=shuffle, seed=self.seed, device=labels.device
+            len(labels),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            pad=split == "train",
+            device=labels.device,
         )
         # batch_size=None: the sampler already yields whole batches, so no collation.
         return DataLoader(TensorBatches(images, labels), sampler=sampler, batch_size=None)

@@ -10,12 +10,36 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnlab.nets import count_parameters
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+class SampleMean(Metric):
+    """Mean over samples of per-batch means, exact across DDP ranks of unequal sizes.
+
+    Lightning's `sync_dist` mean divides the integer sample count by the world size
+    (truncating), and torchmetrics' MeanMetric(nan_strategy="disable") drops the weights;
+    this sums loss x batch size and batch sizes, which torchmetrics adds up on compute.
+    NaN losses stay NaN.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, batch_mean: torch.Tensor, batch_size: int) -> None:
+        self.total += batch_mean.detach().float() * batch_size
+        self.count += batch_size
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
 
 
 class ImageClassifier(pl.LightningModule):
@@ -69,6 +93,9 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc_best = MaxMetric()
+        # Under DDP the ranks evaluate different numbers of samples: see SampleMean.
+        self.val_loss = SampleMean()
+        self.test_loss = SampleMean()
 
     @property
     def num_parameters(self) -> int:
@@ -93,8 +120,17 @@ class ImageClassifier(pl.LightningModule):
         loss, logits, labels = self._shared_step(batch)
         self.train_acc.update(logits, labels)
         batch_size = len(labels)
+        # sync_dist: under DDP the epoch's mean is reduced across ranks once, at the epoch's end
+        # (a no-op in one process; exact, as every rank trains on as many samples); the
+        # accuracies are torchmetrics, which sync on compute.
         self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=True,
         )
         self.log(
             "train/acc",
@@ -113,17 +149,19 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc.update(logits, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.val_loss.update(loss, len(labels))
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False, sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.test_acc.update(logits, labels)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(labels))
+        self.test_loss.update(loss, len(labels))
+        self.log("test/loss", self.test_loss, on_epoch=True, batch_size=len(labels))
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(labels))
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:

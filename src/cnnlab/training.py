@@ -19,12 +19,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
 from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
+from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     metrics_path = output_dir / METRICS_FILE
     run_info = hydra_choices()
     summary: dict[str, Any] = {"status": "running", **run_info, "output_dir": str(output_dir)}
-    write_json(metrics_path, summary)
+    if rank_zero_only.rank == 0:  # under DDP, rank 0 alone writes the record
+        write_json(metrics_path, summary)
 
     pl.seed_everything(int(cfg.seed), workers=True)
 
@@ -124,6 +127,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
     )
+    check_ddp_settings(cfg, trainer)
 
     summary.update(
         {
@@ -139,7 +143,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     )
 
     start = time.perf_counter()
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with ddp_children_run_this_job(trainer):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_seconds = time.perf_counter() - start
     summary["data_sizes"] = datamodule.describe()["sizes"]
 
@@ -182,11 +187,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         test = {k: float(v) for k, v in results[0].items()} if results else {}
         summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
         summary["time"]["test_s"] = history.test_seconds
-        print(f"Test loss: {test.get('test/loss', math.nan)}")
-        print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+        if trainer.is_global_zero:
+            print(f"Test loss: {test.get('test/loss', math.nan)}")
+            print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
     summary["status"] = "completed"
-    write_json(metrics_path, summary)
+    if trainer.is_global_zero:
+        write_json(metrics_path, summary)
     _log_dashboard_hparams(loggers, cfg, run_info["choices"], summary)
     log.info("Run folder: %s", output_dir)
     return summary
