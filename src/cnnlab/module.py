@@ -10,9 +10,15 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassSpecificity,
+)
 
+from cnnlab.confusion import ConfusionMatrix
 from cnnlab.nets import count_parameters
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -59,6 +65,18 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        # One matrix per epoch and split, counted in the steps (cnnlab.results reads them).
+        self.train_confusion = ConfusionMatrix(num_classes)
+        self.val_confusion = ConfusionMatrix(num_classes)
+        self.test_confusion = ConfusionMatrix(num_classes)
+        per_class = {"average": None, "validate_args": False}
+        self.test_per_class = MetricCollection(
+            {
+                "precision": MulticlassPrecision(num_classes, **per_class),
+                "recall": MulticlassRecall(num_classes, **per_class),
+                "specificity": MulticlassSpecificity(num_classes, **per_class),
+            }
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -75,6 +93,7 @@ class ImageClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss, logits, labels = self._shared_step(batch)
         self.train_acc(logits, labels)
+        self.train_confusion.update(logits, labels)
         batch_size = len(labels)
         self.log(
             "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size
@@ -89,6 +108,16 @@ class ImageClassifier(pl.LightningModule):
         )
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self.train_confusion.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+        self.test_per_class.reset()
+
     def on_train_start(self) -> None:
         # The sanity check's validation batches must not count towards the best accuracy.
         self.val_acc_best.reset()
@@ -96,6 +125,7 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc(logits, labels)
+        self.val_confusion.update(logits, labels)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
@@ -106,6 +136,8 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.test_acc(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.test_per_class.update(logits, labels)
         self.log("test/loss", loss, on_epoch=True, batch_size=len(labels))
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(labels))
 
