@@ -24,6 +24,7 @@ from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
+from cnnlab.results import RunResults, write_run_results
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
     )
     history = RunHistory()
+    run_results = RunResults()
     callbacks = [
         *instantiate_callbacks(cfg.get("callbacks")),
         history,
+        run_results,
         ConfigInCheckpoint(to_plain(cfg)),
     ]
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -170,6 +173,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"Test loss: {test.get('test/loss', math.nan)}")
         print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
+    write_run_results(output_dir, summary, run_results, loggers)  # figures, matrices, per-class
     summary["status"] = "completed"
     write_json(metrics_path, summary)
     _log_dashboard_hparams(loggers, cfg, run_info["choices"], summary)
