@@ -8,6 +8,7 @@ state leaks between runs.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ def to_rgb(figure: Figure) -> np.ndarray:
     """(H, W, 3) uint8 pixels, for TensorBoard's Images tab."""
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def wrap_label(label: str, width: int = 30) -> str:
+    """Break a long override list after its commas, so labels never squeeze the axes away."""
+    return textwrap.fill(label.replace(",", ", "), width).replace(", ", ",")
 
 
 def _series(history: History, key: str) -> tuple[list[int], list[float]]:
@@ -117,7 +123,7 @@ def confusion_grid_figure(
     figure = new_figure(5.5 * columns, 5.2 * rows + 0.4)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, (label, counts, class_names) in zip(axes, panels, strict=False):
-        draw_confusion(ax, counts, class_names, label)
+        draw_confusion(ax, counts, class_names, wrap_label(label, 60))
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     figure.suptitle(title)
@@ -130,7 +136,9 @@ def times_figure(labels: Sequence[str], seconds: Sequence[float]) -> Figure:
     ax = figure.subplots()
     bars = ax.bar(range(len(labels)), seconds, color="tab:blue")
     ax.bar_label(bars, labels=[f"{s:.1f} s" for s in seconds], fontsize=8)
-    ax.set_xticks(range(len(labels)), labels=labels, rotation=30, ha="right")
+    ax.set_xticks(
+        range(len(labels)), labels=[wrap_label(x) for x in labels], rotation=30, ha="right"
+    )
     ax.set_ylabel("training time (s)")
     ax.set_title("Training time per run")
     ax.grid(axis="y", alpha=0.3)
@@ -146,7 +154,7 @@ def val_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
     ):  # fmt: skip
         for run_label, history in runs:
             epochs, values = _series(history, metric)
-            ax.plot(epochs, values, "o-", markersize=3, label=run_label)
+            ax.plot(epochs, values, "o-", markersize=3, label=wrap_label(run_label, 45))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())

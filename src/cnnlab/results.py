@@ -78,8 +78,11 @@ class RunResults(pl.Callback):
         return {"train": self.train, "val": self.val}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train = {int(k): v for k, v in state_dict.get("train", {}).items()}
-        self.val = {int(k): v for k, v in state_dict.get("val", {}).items()}
+        """Merge, never replace: resuming fills in the earlier epochs, while `trainer.test`
+        (which restores callbacks from the best checkpoint) must not drop the later ones."""
+        for name in ("train", "val"):
+            saved = {int(k): v for k, v in state_dict.get(name, {}).items()}
+            setattr(self, name, {**saved, **getattr(self, name)})
 
 
 def matrices_epoch(summary: dict[str, Any], results: RunResults) -> int | None:
