@@ -98,6 +98,7 @@ class Run:
                 {
                     "no metrics.json": "no metrics.json: the job stopped before training started",
                     "running": "still running, or killed before it could record how it ended",
+                    "interrupted": "stopped before the end (Ctrl-C or a signal)",
                 }.get(self.status, "no reason recorded")
             )
         return " ".join("; ".join(parts).split())
