@@ -123,8 +123,14 @@ def test_report_figures_exist_and_are_valid_pngs(sweep: dict[str, Any]) -> None:
     folder = sweep["folder"]
     report = (folder / "report.md").read_text()
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
-    expected = {"train_times", "val_curves", "confusion_train", "confusion_val"}
-    assert {Path(p).stem for p in linked} == expected | {"best_test_confusion"}
+    expected = {
+        "train_times",
+        "val_curves",
+        "confusion_train",
+        "confusion_val",
+        "best_test_confusion",
+    }
+    assert {Path(p).name for p in linked} == {f"report_{name}.png" for name in expected}
     for relative in linked:
         _assert_png(folder / relative)
     for job in _completed(sweep):
@@ -278,7 +284,7 @@ def test_a_single_run_folder_gets_its_own_report(sweep: dict[str, Any], tmp_path
     report = build_report(run)
     assert [r.folder for r in report.runs] == [run] and report.groups[0].best.folder == run
     assert _table(report.path.read_text())["run"]["status"] == "completed"
-    _assert_png(run / "report" / "best_test_confusion.png")
+    _assert_png(run / "report_best_test_confusion.png")
 
 
 def test_report_on_a_folder_without_runs_says_so(tmp_path: Path) -> None:
@@ -316,3 +322,19 @@ def test_confusion_counts_equal_a_direct_count_of_the_predictions() -> None:
     metric.reset()  # as the module does at each epoch start
     metric.update(torch.tensor([2, 0]), torch.tensor([1, 1]))  # class indices work too
     assert metric.compute().sum() == 2 and metric.compute()[1].tolist() == [1, 0, 1, 0]
+
+
+def test_a_folder_of_sweeps_gets_one_section_per_sweep(
+    sweep: dict[str, Any], tmp_path: Path
+) -> None:
+    for name in ("sweep_a", "sweep_b"):
+        for job in sweep["jobs"][:2]:  # one completed, one failed job each
+            shutil.copytree(job, tmp_path / name / job.name, ignore=shutil.ignore_patterns("ch*"))
+    report = build_report(tmp_path)
+    text = report.path.read_text()
+    assert [g.folder.name for g in report.groups] == ["sweep_a", "sweep_b"]
+    assert "## Sweep `sweep_a`" in text and "## Sweep `sweep_b`" in text
+    assert len(report.runs) == 4 and text.count("| failed | ConfigError") == 2
+    for name in ("sweep_a", "sweep_b"):
+        _assert_png(tmp_path / f"report_{name}_confusion_val.png")
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("sweep_")]

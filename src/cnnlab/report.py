@@ -2,7 +2,7 @@
 
 `build_report(folder)` reads every training run under `folder` (its `metrics.json` and
 `confusion.json`; Hydra's `.hydra/overrides.yaml` when a job left no record) and writes
-`report.md` plus figures under `report/`. Nothing else is needed, so the report can be
+`report.md` plus its figures (`report_*.png`) into it. Nothing else is needed, so the report can be
 rebuilt later, elsewhere, for sweeps made by any launcher, for one run folder, or for a folder
 holding several sweeps (one section per sweep: the folder that holds its runs).
 """
@@ -35,7 +35,9 @@ from cnnlab.runs import COMPLETED, METRICS_FILE, read_json
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
-FIGURES_DIR = "report"
+# Figures sit next to report.md as files, not in a folder, so that nothing new looks like
+# a job folder in a sweep (or like a sweep in a folder of sweeps).
+FIGURE_PREFIX = "report_"
 # Overrides that say where files live, not what was trained: never what distinguishes runs.
 _LOCATION_KEYS = ("paths.", "data.data_dir", "hydra.", "ckpt_path")
 
@@ -110,7 +112,7 @@ class Group:
 
     folder: Path
     runs: list[Run]
-    figures_dir: Path
+    figure_stem: Path  # e.g. <folder>/report_ or <folder>/report_<sweep>_
     figures: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -263,19 +265,22 @@ def _matrix_panels(runs: list[Run], split: str) -> list[tuple[str, Any, list[str
 
 def draw_group_figures(group: Group) -> None:
     """The seed's Figs. 5-11 for one sweep, as PNG files under the group's figures folder."""
-    out = group.figures_dir
+
+    def out(name: str) -> Path:
+        return group.figure_stem.with_name(f"{group.figure_stem.name}{name}.png")
+
     timed = [r for r in group.runs if r.train_s is not None]
     if timed:
         figure = times_figure([r.label for r in timed], [r.train_s for r in timed])
-        group.figures["times"] = save_png(figure, out / "train_times.png")
+        group.figures["times"] = save_png(figure, out("train_times"))
     curves = [(r.label, r.history) for r in group.runs if r.history]
     if curves:
-        group.figures["curves"] = save_png(val_curves_figure(curves), out / "val_curves.png")
+        group.figures["curves"] = save_png(val_curves_figure(curves), out("val_curves"))
     for split, title in (("train", "Training set"), ("val", "Validation set")):
         panels = _matrix_panels(group.runs, split)
         if panels:
             figure = confusion_grid_figure(panels, f"{title}: normalised confusion matrices")
-            group.figures[f"confusion_{split}"] = save_png(figure, out / f"confusion_{split}.png")
+            group.figures[f"confusion_{split}"] = save_png(figure, out(f"confusion_{split}"))
     best = group.best
     if best is not None and best.confusion.get("test"):
         names = best.confusion.get("class_names") or []
@@ -283,7 +288,7 @@ def draw_group_figures(group: Group) -> None:
         figure = confusion_figure(
             best.confusion["test"], names, f"Best run {best.label}: test accuracy {accuracy}"
         )
-        group.figures["best_test"] = save_png(figure, out / "best_test_confusion.png")
+        group.figures["best_test"] = save_png(figure, out("best_test_confusion"))
 
 
 def _image(group: Group, key: str, alt: str, base: Path) -> list[str]:
@@ -376,8 +381,8 @@ def build_report(folder: Path) -> Report:
     groups = []
     for parent, members in by_parent.items():
         label_runs(members)
-        slug = _relative(parent, folder) if several else ""
-        group = Group(parent, members, folder / FIGURES_DIR / slug.replace("/", "__"))
+        slug = f"{_relative(parent, folder).replace('/', '__')}_" if several else ""
+        group = Group(parent, members, folder / f"{FIGURE_PREFIX}{slug}")
         draw_group_figures(group)
         groups.append(group)
 
