@@ -15,8 +15,9 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from cnnlab.confusion import ConfusionMatrix, normalize_rows
+from cnnlab.confusion import normalize_rows
 from cnnlab.data import MNISTDataModule
+from cnnlab.metrics import ConfusionMatrix
 from cnnlab.module import ImageClassifier
 from cnnlab.report import build_report
 from conftest import run_cli

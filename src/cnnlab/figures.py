@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from cnnlab.confusion import normalize_rows
 
 History = Sequence[Mapping[str, Any]]
+CURVES_FILE = "curves.png"
 
 
 def new_figure(width: float, height: float) -> Figure:

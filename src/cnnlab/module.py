@@ -18,7 +18,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
-from cnnlab.confusion import ConfusionMatrix
+from cnnlab.metrics import ConfusionMatrix
 from cnnlab.nets import count_parameters
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]

@@ -20,16 +20,16 @@ from urllib.parse import quote
 
 from omegaconf import OmegaConf
 
-from cnnlab.confusion import per_class_table
+from cnnlab.confusion import CONFUSION_FILE, per_class_table
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import (
+    CURVES_FILE,
     confusion_figure,
     confusion_grid_figure,
     save_png,
     times_figure,
     val_curves_figure,
 )
-from cnnlab.results import CONFUSION_FILE, CURVES_FILE
 from cnnlab.runs import COMPLETED, METRICS_FILE, read_json
 
 log = logging.getLogger(__name__)

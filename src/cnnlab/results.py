@@ -17,14 +17,12 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from torchmetrics import Metric
 
-from cnnlab.confusion import per_class_table
-from cnnlab.figures import confusion_figure, curves_figure, save_png, to_rgb
+from cnnlab.confusion import CONFUSION_FILE, per_class_table
+from cnnlab.figures import CURVES_FILE, confusion_figure, curves_figure, save_png, to_rgb
 from cnnlab.runs import write_json
 
 log = logging.getLogger(__name__)
 
-CONFUSION_FILE = "confusion.json"
-CURVES_FILE = "curves.png"
 PER_CLASS_FILE = "test_per_class.md"
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "Training set", "val": "Validation set", "test": "Test set"}
