@@ -121,7 +121,7 @@ def confusion_grid_figure(
     """One normalised matrix per run, side by side (three per row): (label, counts, names)."""
     columns = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
-    figure = new_figure(5.5 * columns, 5.2 * rows + 0.4)
+    figure = new_figure(5.5 * columns, 6.0 * rows + 0.5)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, (label, counts, class_names) in zip(axes, panels, strict=False):
         draw_confusion(ax, counts, class_names, wrap_label(label, 60))
