@@ -53,6 +53,11 @@ class RunResults(pl.Callback):
         self.val: dict[int, Counts] = {}
         self.test: Counts | None = None
         self.test_per_class: dict[str, list[float]] | None = None
+        # Under DDP every rank computes the same synced totals; only rank zero writes files.
+        self.is_global_zero = True
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.is_global_zero = trainer.is_global_zero
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         counts = _counts(getattr(pl_module, "train_confusion", None))
@@ -117,6 +122,11 @@ def write_run_results(
     """confusion.json, curves.png, confusion_<split>.png, the per-class table (also added to
     `summary` for metrics.json) and TensorBoard images; logs the training time."""
     class_names = list(summary["class_names"])
+    per_class = per_class_metrics(results, class_names)
+    if per_class is not None:
+        summary["test_per_class"] = per_class
+    if not results.is_global_zero:
+        return
     epoch = matrices_epoch(summary, results)
     matrices = {
         "train": results.train.get(epoch) if epoch is not None else None,
@@ -138,9 +148,7 @@ def write_run_results(
         },
     )
 
-    per_class = per_class_metrics(results, class_names)
     if per_class is not None:
-        summary["test_per_class"] = per_class
         table = per_class_table(per_class)
         (output_dir / PER_CLASS_FILE).write_text(
             f"Per-class results on the test set ({summary.get('output_dir', output_dir)})\n\n"
