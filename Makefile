@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cnnlab-installed
 ARGS ?=
 LOGDIR ?= outputs
+DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep test test-all bench tensorboard lint format clean
+.PHONY: help install train sweep report test test-all bench tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +25,9 @@ train: $(STAMP) ## the default experiment (MNIST, net_1, Adadelta, 30 epochs); A
 
 sweep: $(STAMP) ## the seed's optimizer comparison: -m optimizer=adadelta,adam,adagrad
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad $(ARGS)
+
+report: $(STAMP) ## rebuild a sweep's report.md (DIR=<sweep, run or folder of sweeps>; default: the newest sweep)
+	$(PY) src/report.py $(DIR)
 
 test: $(STAMP) ## the fast test suite (no network, synthetic data)
 	$(PY) -m pytest

@@ -1,4 +1,4 @@
-"""Hydra callbacks: what happens once a whole sweep has run."""
+"""Hydra callbacks: what happens once a whole sweep has run (its report, then its verdict)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from cnnlab.report import report_after_sweep
 from cnnlab.runs import COMPLETED, METRICS_FILE, read_json
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,12 @@ def job_folders(sweep_dir: Path) -> list[Path]:
 
 
 class SweepSummary(Callback):
-    """After a multirun: say which jobs did not complete, and exit non-zero if any."""
+    """After a multirun: write the sweep report (failed jobs included), then say which jobs
+    did not complete, and exit non-zero if any did not or the report could not be built."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        report_error = report_after_sweep(sweep_dir)  # first: the exit below ends the process
         failed = []
         for job in job_folders(sweep_dir):
             record = read_json(job / METRICS_FILE)
@@ -43,4 +46,7 @@ class SweepSummary(Callback):
             print(f"Error: {len(failed)} job(s) of the sweep did not complete:", file=sys.stderr)
             for line in failed:
                 print(f"  {line}", file=sys.stderr)
+            sys.exit(1)
+        if report_error:
+            print(f"Error: the sweep report could not be built: {report_error}", file=sys.stderr)
             sys.exit(1)

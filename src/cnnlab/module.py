@@ -10,9 +10,15 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MaxMetric, Metric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, Metric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassSpecificity,
+)
 
+from cnnlab.metrics import ConfusionMatrix
 from cnnlab.nets import count_parameters
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -96,6 +102,18 @@ class ImageClassifier(pl.LightningModule):
         # Under DDP the ranks evaluate different numbers of samples: see SampleMean.
         self.val_loss = SampleMean()
         self.test_loss = SampleMean()
+        # One matrix per epoch and split, counted in the steps (cnnlab.results reads them).
+        self.train_confusion = ConfusionMatrix(num_classes)
+        self.val_confusion = ConfusionMatrix(num_classes)
+        self.test_confusion = ConfusionMatrix(num_classes)
+        per_class = {"average": None, "validate_args": False}
+        self.test_per_class = MetricCollection(
+            {
+                "precision": MulticlassPrecision(num_classes, **per_class),
+                "recall": MulticlassRecall(num_classes, **per_class),
+                "specificity": MulticlassSpecificity(num_classes, **per_class),
+            }
+        )
 
     @property
     def num_parameters(self) -> int:
@@ -119,6 +137,7 @@ class ImageClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss, logits, labels = self._shared_step(batch)
         self.train_acc.update(logits, labels)
+        self.train_confusion.update(logits, labels)
         batch_size = len(labels)
         # sync_dist: under DDP the epoch's mean is reduced across ranks once, at the epoch's end
         # (a no-op in one process; exact, as every rank trains on as many samples); the
@@ -142,6 +161,16 @@ class ImageClassifier(pl.LightningModule):
         )
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self.train_confusion.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+        self.test_per_class.reset()
+
     def on_train_start(self) -> None:
         # The sanity check's validation batches must not count towards the best accuracy.
         self.val_acc_best.reset()
@@ -149,6 +178,7 @@ class ImageClassifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc.update(logits, labels)
+        self.val_confusion.update(logits, labels)
         self.val_loss.update(loss, len(labels))
         self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
@@ -160,6 +190,8 @@ class ImageClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.test_acc.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.test_per_class.update(logits, labels)
         self.test_loss.update(loss, len(labels))
         self.log("test/loss", self.test_loss, on_epoch=True, batch_size=len(labels))
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(labels))

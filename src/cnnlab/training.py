@@ -27,6 +27,7 @@ from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
+from cnnlab.results import RunResults, write_run_results
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
     )
     history = RunHistory()
+    run_results = RunResults()
     callbacks = [
         *instantiate_callbacks(cfg.get("callbacks")),
         history,
+        run_results,
         ConfigInCheckpoint(to_plain(cfg)),
         *extra_callbacks,
     ]
@@ -191,6 +194,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             print(f"Test loss: {test.get('test/loss', math.nan)}")
             print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
+    write_run_results(output_dir, summary, run_results, loggers)  # figures, matrices, per-class
     summary["status"] = "completed"
     if trainer.is_global_zero:
         write_json(metrics_path, summary)

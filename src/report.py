@@ -1,0 +1,37 @@
+"""Build a sweep report: `python src/report.py [FOLDER]` (default: the newest sweep).
+
+FOLDER may be a sweep (outputs/train/multiruns/<sweep>), a single run folder, or a folder
+holding several sweeps; `report.md` and its figures are written into it.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+from cnnlab.report import build_report, newest_sweep, runs_table
+
+os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "folder", nargs="?", type=Path, help="a sweep, a run, or a folder of sweeps"
+    )
+    args = parser.parse_args(argv)
+    try:
+        folder = args.folder or newest_sweep(Path(os.environ["CNNLAB_ROOT"]) / "outputs")
+        report = build_report(folder)
+    except CnnlabError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return err.exit_code
+    for group in report.groups:
+        print(f"{group.folder}:\n{runs_table(group.runs, report.path.parent)}\n")
+    print(f"Report: {report.path} ({len(report.runs)} run(s), built in {report.seconds:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""Per-run results (confusion matrices, per-class metrics, figures) and the sweep report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from cnnlab.confusion import normalize_rows
+from cnnlab.data import MNISTDataModule
+from cnnlab.metrics import ConfusionMatrix
+from cnnlab.module import ImageClassifier
+from cnnlab.report import build_report
+from conftest import run_cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OPTIMIZERS = ["adadelta", "adam", "adagrad"]
+TRAIN_BATCHES, BATCH_SIZE = 4, 32
+
+
+# -- a tiny real sweep, run once for the module -----------------------------------------------
+@pytest.fixture(scope="module")
+def sweep(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The three-optimizer sweep by the real CLI, with checkpoints, two epochs of a few batches;
+    each optimizer once with a valid and once with an invalid learning rate (a failed job)."""
+    logs = tmp_path_factory.mktemp("outputs")
+    result = run_cli(
+        "train.py",
+        "-m",
+        f"optimizer={','.join(OPTIMIZERS)}",
+        "optimizer.lr=0.01,-1",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={logs}",
+        "trainer.max_epochs=2",
+        f"trainer.limit_train_batches={TRAIN_BATCHES}",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.num_sanity_val_steps=0",
+    )
+    (folder,) = sorted(logs.glob("train/multiruns/*"))
+    jobs = sorted((p for p in folder.iterdir() if (p / ".hydra").is_dir()), key=_job_number)
+    return {"result": result, "folder": folder, "jobs": jobs, "data_dir": synthetic_data_dir}
+
+
+def _job_number(folder: Path) -> int:
+    return int(folder.name.split("_", 1)[0])
+
+
+def _metrics(job: Path) -> dict[str, Any]:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def _completed(sweep: dict[str, Any]) -> list[Path]:
+    return [job for job in sweep["jobs"] if "lr=0.01" in job.name]
+
+
+def _table(report: str) -> dict[str, dict[str, str]]:
+    """The runs table of report.md, as {run folder: {column: cell}}."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| run | overrides |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def _section(report: str, title: str) -> str:
+    """The text of the report section whose heading starts with `title`."""
+    match = re.search(rf"^#+ {re.escape(title)}.*?$(.*?)(?=^#+ |\Z)", report, re.M | re.S)
+    assert match, f"no section {title!r} in the report"
+    return match.group(1)
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} is missing"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+# -- the sweep and its report -------------------------------------------------------------------
+def test_a_sweep_with_a_failed_job_still_writes_its_report_then_fails(
+    sweep: dict[str, Any],
+) -> None:
+    result = sweep["result"]
+    assert result.returncode != 0
+    assert "3 job(s) of the sweep did not complete" in result.stderr
+    assert (sweep["folder"] / "report.md").is_file()
+    assert "Sweep report:" in result.stdout
+    assert len(sweep["jobs"]) == 6
+
+
+def test_report_table_rows_match_each_runs_metrics(sweep: dict[str, Any]) -> None:
+    rows = _table((sweep["folder"] / "report.md").read_text())
+    assert set(rows) == {job.name for job in sweep["jobs"]}
+    for job in _completed(sweep):
+        metrics, row = _metrics(job), rows[job.name]
+        assert metrics["status"] == row["status"] == "completed"
+        assert f"optimizer={metrics['choices']['optimizer']}" in row["overrides"]
+        assert "paths." not in row["overrides"] and "max_epochs" not in row["overrides"]
+        assert row["best val acc"] == f"{metrics['best']['val/acc']:.4f}"
+        assert row["best epoch"] == str(metrics["best"]["epoch"])
+        assert row["test acc"] == f"{metrics['test']['test/acc']:.4f}"
+        assert row["test loss"] == f"{metrics['test']['test/loss']:.4f}"
+        assert row["epochs"] == str(metrics["epochs"]) == "2"
+        assert row["train time (s)"] == f"{metrics['time']['train_s']:.1f}"
+        assert row["params"] == f"{metrics['params']:,}" == "1,625,866"
+
+
+def test_report_figures_exist_and_are_valid_pngs(sweep: dict[str, Any]) -> None:
+    folder = sweep["folder"]
+    report = (folder / "report.md").read_text()
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    expected = {
+        "train_times",
+        "val_curves",
+        "confusion_train",
+        "confusion_val",
+        "best_test_confusion",
+    }
+    assert {Path(p).name for p in linked} == {f"report_{name}.png" for name in expected}
+    for relative in linked:
+        _assert_png(folder / relative)
+    for job in _completed(sweep):
+        for name in ("curves", "confusion_train", "confusion_val", "confusion_test"):
+            _assert_png(job / f"{name}.png")
+
+
+def test_report_best_run_has_the_highest_validation_accuracy(sweep: dict[str, Any]) -> None:
+    report = (sweep["folder"] / "report.md").read_text()
+    runs = [(job, _metrics(job)) for job in _completed(sweep)]
+    best_acc = max(m["best"]["val/acc"] for _, m in runs)
+    best_job, best = next((j, m) for j, m in runs if m["best"]["val/acc"] == best_acc)
+    section = _section(report, "Best run by validation accuracy")
+    assert f"`{best_job.name}`" in section
+    assert f"Test accuracy: **{best['test']['test/acc']:.4f}**" in section
+    assert "| class | precision | recall (sensitivity) | specificity | support |" in section
+
+
+def test_failed_jobs_appear_in_the_report_as_failed(sweep: dict[str, Any]) -> None:
+    report = (sweep["folder"] / "report.md").read_text()
+    rows = _table(report)
+    failed = [job for job in sweep["jobs"] if "lr=-1" in job.name]
+    assert len(failed) == 3
+    section = _section(report, "Runs that did not complete")
+    for job in failed:
+        assert rows[job.name]["status"] == "failed"
+        assert f"| {job.name} | failed | ConfigError: optimizer.lr=-1 is invalid" in section
+
+
+# -- what each run leaves ------------------------------------------------------------------------
+def test_run_matrices_agree_with_the_runs_own_metrics(sweep: dict[str, Any]) -> None:
+    for job in _completed(sweep):
+        metrics = _metrics(job)
+        confusion = json.loads((job / "confusion.json").read_text())
+        epoch = metrics["best"]["epoch"]
+        assert confusion["epoch"] == epoch and confusion["class_names"] == metrics["class_names"]
+        history = metrics["history"][epoch]
+        sizes = metrics["data_sizes"]
+        expected = {
+            # the training matrix counts the training steps' own predictions during the epoch
+            "train": (TRAIN_BATCHES * BATCH_SIZE, history["train/acc"]),
+            "val": (sizes["val"], history["val/acc"]),
+            "test": (sizes["test"], metrics["test"]["test/acc"]),
+        }
+        for split, (total, accuracy) in expected.items():
+            counts = np.array(confusion[split])
+            assert counts.sum() == total, split
+            assert np.trace(counts) / counts.sum() == pytest.approx(accuracy, abs=1e-6), split
+        assert [e["epoch"] for e in confusion["per_epoch"]] == [0, 1]
+
+        counts = np.array(confusion["test"], dtype=float)
+        tp, predicted, actual = np.diag(counts), counts.sum(0), counts.sum(1)
+        tn = counts.sum() - predicted - actual + tp
+        per_class = metrics["test_per_class"]
+        assert list(per_class) == metrics["class_names"]
+        for i, row in enumerate(per_class.values()):
+            assert row["support"] == actual[i]
+            assert row["recall"] == pytest.approx(tp[i] / actual[i], abs=1e-6)
+            assert row["specificity"] == pytest.approx(tn[i] / (tn[i] + predicted[i] - tp[i]))
+            want = tp[i] / predicted[i] if predicted[i] else 0.0
+            assert row["precision"] == pytest.approx(want, abs=1e-6)
+
+
+def test_test_matrix_equals_a_direct_count_of_the_checkpoints_predictions(
+    sweep: dict[str, Any],
+) -> None:
+    job = _completed(sweep)[1]
+    metrics = _metrics(job)
+    model = ImageClassifier.load_from_checkpoint(metrics["best"]["checkpoint"], map_location="cpu")
+    datamodule = MNISTDataModule(data_dir=sweep["data_dir"])
+    datamodule.setup()
+    images, labels = datamodule.splits["test"]
+    with torch.no_grad():
+        predictions = model.eval()(datamodule.on_after_batch_transfer(images, 0)).argmax(1)
+    direct = np.zeros((10, 10), dtype=int)
+    np.add.at(direct, (labels.numpy(), predictions.numpy()), 1)
+    saved = json.loads((job / "confusion.json").read_text())["test"]
+    assert direct.sum() == 200
+    np.testing.assert_array_equal(np.array(saved), direct)
+
+
+def test_tensorboard_shows_the_curves_and_the_confusion_matrices(sweep: dict[str, Any]) -> None:
+    events = EventAccumulator(str(_completed(sweep)[0] / "tensorboard"), size_guidance={})
+    events.Reload()
+    images = set(events.Tags()["images"])
+    assert {"curves", "confusion/train", "confusion/val", "confusion/test"} <= images
+    assert "time/train_s" in events.Tags()["scalars"]
+    assert events.Images("confusion/test")[0].encoded_image_string[:8] == PNG_SIGNATURE
+
+
+# -- the report builder on a synthetic sweep folder ------------------------------------------------
+def _edit(job: Path, val_acc: float, test_acc: float) -> None:
+    metrics = _metrics(job)
+    metrics["best"]["val/acc"] = val_acc
+    metrics["test"]["test/acc"] = test_acc
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_best_run_is_chosen_by_validation_never_by_test(
+    sweep: dict[str, Any], tmp_path: Path
+) -> None:
+    """Copies of the three runs, edited so the best by test is the worst by validation; plus a
+    diverged run, a job that left no record, and an evaluation run (not a training run)."""
+    folder = tmp_path / "sweep"
+    copies = []
+    for job in _completed(sweep):
+        copy = folder / job.name
+        shutil.copytree(job, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+        copies.append(copy)
+    _edit(copies[0], val_acc=0.95, test_acc=0.50)
+    _edit(copies[1], val_acc=0.90, test_acc=0.99)
+    _edit(copies[2], val_acc=0.80, test_acc=0.70)
+    diverged = folder / "6_optimizer=sgd"
+    shutil.copytree(copies[0] / ".hydra", diverged / ".hydra")
+    (diverged / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "diverged",
+                "error": "loss is nan",
+                "diverged_at": {"epoch": 1, "step": 7},
+                "overrides": ["optimizer=sgd"],
+            }
+        )
+    )
+    no_record = folder / "7_optimizer=adam_keras"
+    shutil.copytree(copies[0] / ".hydra", no_record / ".hydra")
+    evaluation = folder / "eval_run"
+    (evaluation / ".hydra").mkdir(parents=True)
+    (evaluation / ".hydra" / "config.yaml").write_text("task_name: eval\nckpt_path: x.ckpt\n")
+    (evaluation / "metrics.json").write_text(json.dumps({"status": "completed", "test": {}}))
+
+    result = run_cli("report.py", str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (folder / "report.md").read_text()
+    rows = _table(report)
+    assert set(rows) == {c.name for c in copies} | {diverged.name, no_record.name}
+    assert rows[copies[1].name]["test acc"] == "0.9900"
+    best = _section(report, "Best run by validation accuracy")
+    assert f"`{copies[0].name}`" in best and "**0.9500**" in best
+    assert "Test accuracy: **0.5000**" in best and copies[1].name not in best
+    failed = _section(report, "Runs that did not complete")
+    assert f"| {diverged.name} | diverged | diverged at epoch 1, step 7; loss is nan |" in failed
+    assert f"| {no_record.name} | no metrics.json |" in failed
+    assert "built in" in result.stdout
+
+
+def test_a_single_run_folder_gets_its_own_report(sweep: dict[str, Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    job = _completed(sweep)[1]
+    shutil.copytree(job, run, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    report = build_report(run)
+    assert [r.folder for r in report.runs] == [run] and report.groups[0].best.folder == run
+    assert _table(report.path.read_text())["run"]["status"] == "completed"
+    _assert_png(run / "report_best_test_confusion.png")
+
+
+def test_report_on_a_folder_without_runs_says_so(tmp_path: Path) -> None:
+    result = run_cli("report.py", str(tmp_path))
+    assert result.returncode != 0
+    assert "No training runs in" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- the matrices themselves -----------------------------------------------------------------------
+def test_normalised_rows_sum_to_one_and_empty_rows_are_zeros() -> None:
+    counts = np.array([[5, 3, 2], [0, 0, 0], [1, 0, 7]])
+    normalised = normalize_rows(counts)
+    assert not np.isnan(normalised).any()
+    np.testing.assert_allclose(normalised.sum(axis=1), [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(normalised[0], [0.5, 0.3, 0.2])
+
+
+def test_confusion_counts_equal_a_direct_count_of_the_predictions() -> None:
+    generator = torch.Generator().manual_seed(0)
+    metric = ConfusionMatrix(num_classes=4)
+    direct = np.zeros((4, 4), dtype=int)
+    all_logits, all_labels = [], []
+    for size in (32, 32, 7):  # several updates, as steps make them, the last one short
+        logits = torch.randn(size, 4, generator=generator)
+        labels = torch.randint(0, 3, (size,), generator=generator)  # class 3 never occurs
+        metric.update(logits, labels)
+        np.add.at(direct, (labels.numpy(), logits.argmax(1).numpy()), 1)
+        all_logits.append(logits)
+        all_labels.append(labels)
+    counts = metric.compute()
+    np.testing.assert_array_equal(counts.numpy(), direct)
+    reference = multiclass_confusion_matrix(torch.cat(all_logits), torch.cat(all_labels), 4)
+    assert torch.equal(counts, reference)
+    assert normalize_rows(counts.numpy())[3].tolist() == [0.0, 0.0, 0.0, 0.0]
+    metric.reset()  # as the module does at each epoch start
+    metric.update(torch.tensor([2, 0]), torch.tensor([1, 1]))  # class indices work too
+    assert metric.compute().sum() == 2 and metric.compute()[1].tolist() == [1, 0, 1, 0]
+
+
+def test_a_folder_of_sweeps_gets_one_section_per_sweep(
+    sweep: dict[str, Any], tmp_path: Path
+) -> None:
+    for name in ("sweep_a", "sweep_b"):
+        for job in sweep["jobs"][:2]:  # one completed, one failed job each
+            shutil.copytree(job, tmp_path / name / job.name, ignore=shutil.ignore_patterns("ch*"))
+    report = build_report(tmp_path)
+    text = report.path.read_text()
+    assert [g.folder.name for g in report.groups] == ["sweep_a", "sweep_b"]
+    assert "## Sweep `sweep_a`" in text and "## Sweep `sweep_b`" in text
+    assert len(report.runs) == 4 and text.count("| failed | ConfigError") == 2
+    for name in ("sweep_a", "sweep_b"):
+        _assert_png(tmp_path / f"report_{name}_confusion_val.png")
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("sweep_")]
