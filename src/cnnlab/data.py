@@ -41,12 +41,15 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator, so the order is drawn at the first batch, not when iter() is called:
+        # on resume Lightning calls iter() before set_epoch(), and the resumed epoch must still
+        # get its own order.
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        return iter(order.split(self.batch_size))
+        yield from order.split(self.batch_size)
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)

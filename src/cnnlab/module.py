@@ -59,6 +59,7 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
 
     @property
     def num_parameters(self) -> int:
@@ -89,10 +90,6 @@ class ImageClassifier(pl.LightningModule):
         )
         return loss
 
-    def on_train_start(self) -> None:
-        # The sanity check's validation batches must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc(logits, labels)
@@ -100,6 +97,8 @@ class ImageClassifier(pl.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return  # the sanity check's few batches must not count towards the best accuracy
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False)
 
