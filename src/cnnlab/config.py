@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import ConfigError
 
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu")  # those of cnnlab.nets
+
 
 def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
@@ -21,7 +23,7 @@ def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str) -
         return
     try:
         valid = ok(value)
-    except TypeError:
+    except (TypeError, ValueError):  # e.g. data.batch_size=abc
         valid = False
     if not valid:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
@@ -56,6 +58,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
     _check(cfg, "model.net.init", lambda v: v in ("torch", "keras"), "use 'torch' or 'keras'")
+    _check(
+        cfg,
+        "model.net.activation",
+        lambda v: v in ACTIVATIONS,
+        f"use one of {', '.join(ACTIVATIONS)}",
+    )
     hidden = _get(cfg, "model.net.hidden_sizes")
     if hidden is not None and (
         not OmegaConf.is_list(hidden) or not all(isinstance(h, int) and h >= 1 for h in hidden)

@@ -23,7 +23,9 @@ from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
 from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
+from cnnlab.guards import StopOnSignal
 from cnnlab.module import ImageClassifier
+from cnnlab.preflight import check_before_fit
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     history = RunHistory()
     callbacks = [
+        StopOnSignal(),  # SIGINT/SIGTERM end the run between batches (see cnnlab.guards)
         *instantiate_callbacks(cfg.get("callbacks")),
         history,
         ConfigInCheckpoint(to_plain(cfg)),
@@ -124,6 +127,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "class_names": list(datamodule.class_names),
         }
     )
+
+    check_before_fit(cfg, datamodule, model)
+    write_json(metrics_path, summary)  # a run that stops early still says what it was
 
     start = time.perf_counter()
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
