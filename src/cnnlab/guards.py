@@ -34,6 +34,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 
 from cnnlab.callbacks import RunHistory
 from cnnlab.errors import CnnlabError
@@ -280,17 +281,23 @@ def interruption(trainer: pl.Trainer, signum: int) -> Interrupted:
         "step": trainer.global_step,
         "signal": name,
     }
+    stage = getattr(getattr(trainer, "state", None), "fn", None) or TrainerFn.FITTING
+    if stage == TrainerFn.FITTING:
+        where = (
+            f"at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+            f"{record['epochs']} epoch(s) finished"
+        )
+    else:
+        where = f"during {stage.value}"  # e.g. testing after training, or src/evaluate.py
     checkpoint = record["last_checkpoint"]
     if checkpoint:
         record["resume_command"] = resume_command(checkpoint)
         advice = f"Resume it with:\n  {record['resume_command']}"
-    else:
+    elif stage == TrainerFn.FITTING:
         advice = "No epoch had finished, so there is no checkpoint: run the same command again."
-    message = (
-        f"Interrupted by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-        f"{record['epochs']} epoch(s) finished. {advice}"
-    )
-    return Interrupted(signum, message, record)
+    else:
+        advice = "Run the same command again."
+    return Interrupted(signum, f"Interrupted by {name} {where}. {advice}", record)
 
 
 class StopOnSignal(pl.Callback):
