@@ -23,11 +23,11 @@ import torch
 
 from conftest import ROOT, run_cli
 
-# A run long enough to be interrupted in its second or third epoch, short enough for CI.
+# A run long enough to be interrupted in its third or fourth epoch, short enough for CI.
 RESUMABLE = [
     "optimizer=adam",
-    "trainer.max_epochs=3",
-    "trainer.limit_train_batches=6",
+    "trainer.max_epochs=4",
+    "trainer.limit_train_batches=5",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "callbacks.progress_bar.enabled=false",
@@ -133,7 +133,7 @@ def test_two_runs_started_at_once_get_their_own_folders(twin_runs: list[Path]) -
 
 def test_same_config_and_seed_give_identical_metrics(twin_runs: list[Path]) -> None:
     first, second = (metrics_of(run) for run in twin_runs)
-    assert len(first["history"]) == 3
+    assert len(first["history"]) == 4
     assert results(first) == results(second)
 
 
@@ -156,13 +156,18 @@ def test_two_sweeps_started_at_once_never_share_a_folder(
 def interrupt(
     signum: signal.Signals, args: list[str], logs: Path, processes: list[subprocess.Popen[str]]
 ) -> tuple[subprocess.Popen[str], str, Path]:
-    """Start a run, send it `signum` once its first epoch-end checkpoint exists, and wait."""
+    """Start a run, send it `signum` once its second epoch-end checkpoint exists, and wait.
+
+    By then the best epoch so far is behind the checkpoint, so resuming must carry it over.
+    """
     proc = start_cli("train.py", *args, f"paths.log_dir={logs}")
     processes.append(proc)
     checkpoint = wait_for(
         lambda: next(iter(logs.glob("train/runs/*/checkpoints/last.ckpt")), None), proc
     )
-    proc.send_signal(signum)  # in the second epoch or later
+    first = checkpoint.stat()
+    wait_for(lambda: checkpoint if checkpoint.stat().st_ino != first.st_ino else None, proc)
+    proc.send_signal(signum)  # in the third epoch or later
     _, err = proc.communicate(timeout=300)
     return proc, err, checkpoint.parent.parent
 
@@ -176,7 +181,7 @@ def assert_stopped_cleanly(
     metrics = metrics_of(run)
     assert metrics["status"] == "interrupted" and metrics["error"] in err
     assert metrics["interrupted_at"]["signal"] == signum.name
-    assert 1 <= metrics["epochs"] < 3 and len(metrics["history"]) == metrics["epochs"]
+    assert 2 <= metrics["epochs"] < 4 and len(metrics["history"]) == metrics["epochs"]
     checkpoint = Path(metrics["last_checkpoint"])
     assert checkpoint == run / "checkpoints" / "last.ckpt"
     assert (
@@ -203,7 +208,9 @@ def test_sigint_keeps_the_last_checkpoint_and_the_resumed_run_matches(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resumed_run = only("resumed/train/runs/*", tmp_path)
     assert metrics_of(resumed_run)["status"] == "completed"
-    assert results(metrics_of(resumed_run)) == results(metrics_of(twin_runs[0]))
+    reference = metrics_of(twin_runs[0])
+    assert reference["best"]["epoch"] < metrics_of(run)["epochs"]  # the best is carried over
+    assert results(metrics_of(resumed_run)) == results(reference)
     assert metrics_of(run)["status"] == "interrupted" and checkpoint.is_file()  # left as it was
 
 
@@ -255,7 +262,7 @@ def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(
         "+lr_scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
         "step_size:1,gamma:1e14}",
         "trainer.max_epochs=5",
-        "trainer.limit_train_batches=8",
+        "trainer.limit_train_batches=4",
         "trainer.limit_val_batches=1",
         "callbacks.progress_bar.enabled=false",
     )
@@ -266,7 +273,7 @@ def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(
     metrics = metrics_of(only("train/runs/*", tmp_path))
     assert metrics["status"] == "diverged" and "Training diverged" in metrics["error"]
     assert metrics["diverged_at"]["epoch"] == 1 and metrics["diverged_at"]["loss"] == "nan"
-    assert 8 < metrics["diverged_at"]["step"] <= metrics["steps"] <= 16  # stopped in epoch 1
+    assert 4 < metrics["diverged_at"]["step"] <= metrics["steps"] <= 8  # stopped in epoch 1
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1
     saved = torch.load(metrics["last_checkpoint"], map_location="cpu", weights_only=False)
     assert saved["epoch"] == 0
