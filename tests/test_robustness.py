@@ -10,6 +10,8 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from cnnlab import nets
-from cnnlab.config import ACTIVATIONS, to_plain, validate_train_config
+from cnnlab.config import ACTIVATIONS, as_user_error, to_plain, validate_train_config
 from cnnlab.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -31,16 +33,10 @@ from cnnlab.data import (
     MNISTDataModule,
 )
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
-from cnnlab.guards import (
-    Diverged,
-    DivergenceGuard,
-    Interrupted,
-    ResumableModelCheckpoint,
-    StopOnSignal,
-    stop_on_signals,
-)
+from cnnlab.guards import DivergenceGuard, ResumableModelCheckpoint, StopOnSignal
 from cnnlab.module import ImageClassifier
-from cnnlab.preflight import as_user_error, check_model_fits_data, check_resume_checkpoint
+from cnnlab.preflight import check_model_fits_data, check_resume_checkpoint
+from cnnlab.stopping import Diverged, Interrupted, stop_on_signals
 from cnnlab.synthetic import write_cifar10, write_idx_dataset
 from conftest import CONF_DIR
 
@@ -440,3 +436,11 @@ def test_pickle_of_cifar_meta_without_label_names_is_named(tmp_path: Path) -> No
     (folder / "batches.meta").write_bytes(pickle.dumps({"num_vis": 3072}))
     with pytest.raises(DatasetCorruptError, match=r"batches\.meta has no 'label_names'"):
         CIFAR10DataModule(data_dir=tmp_path).setup()
+
+
+def test_run_records_stay_quick_to_import() -> None:
+    """cnnlab.runs (read by the sweep report) must not pull in torch with the guards."""
+    code = "import sys, cnnlab.runs; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "False", out.stderr

@@ -4,30 +4,26 @@
   optional `max_loss`). The losses stay on the device; they are inspected together every
   `check_every_n_steps` steps and before every validation, so the check costs one host sync
   per N steps rather than one per step, and a diverged model is never checkpointed.
-* `stop_on_signals` (entered by `cnnlab.runs.run_entry`) turns the first SIGINT or SIGTERM
-  into a request; `StopOnSignal` honours it at the next batch boundary. The run then ends
-  with its last epoch-end checkpoint intact, so resuming from it repeats the interrupted
-  epoch exactly. A second signal stops at once.
+* `cnnlab.stopping.stop_on_signals` (entered by `cnnlab.runs.run_entry`) turns the first
+  SIGINT or SIGTERM into a request; `StopOnSignal` honours it at the next batch boundary.
+  The run then ends with its last epoch-end checkpoint intact, so resuming from it repeats
+  the interrupted epoch exactly. A second signal stops at once.
 
-Both raise a `RunStopped` error that carries the run's status and what it kept; `run_entry`
-records it in `metrics.json` and turns it into the exit code.
+Both raise a `cnnlab.stopping.RunStopped` error that carries the run's status and what it
+kept; `run_entry` records it in `metrics.json` and turns it into the exit code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import shlex
 import shutil
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -35,37 +31,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from cnnlab.callbacks import RunHistory
-from cnnlab.errors import CnnlabError
+from cnnlab.stopping import Diverged, Interrupted, stop_request
 
 log = logging.getLogger(__name__)
-
-DIVERGED_EXIT_CODE = 3
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class RunStopped(CnnlabError):
-    """Training ended early on purpose; `record` says where, and what was kept."""
-
-    status = "failed"
-
-    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.record = record or {}
-
-
-class Diverged(RunStopped):
-    status = "diverged"
-    exit_code = DIVERGED_EXIT_CODE
-
-
-class Interrupted(RunStopped):
-    status = "interrupted"
-
-    def __init__(self, signum: int, message: str, record: dict[str, Any] | None = None) -> None:
-        super().__init__(message, record)
-        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 # -- what a stopped run keeps ------------------------------------------------------------------
@@ -212,66 +183,6 @@ class DivergenceGuard(pl.Callback):
 
 
 # -- interruption ------------------------------------------------------------------------------
-@dataclass
-class StopRequest:
-    """The first stop signal this process received (None: keep going), and how the run ended."""
-
-    signum: int | None = None
-    # Set when Lightning ended the run itself (its SIGTERM handling, a second Ctrl-C).
-    stopped: Interrupted | None = None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-
-_REQUEST = StopRequest()
-
-
-def stop_request() -> StopRequest:
-    return _REQUEST
-
-
-def _write_stderr(text: str) -> None:
-    # os.write, not print: a handler may interrupt a print to the same buffered stream.
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), text.encode())
-
-
-def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
-    if _REQUEST.signum is not None:
-        raise KeyboardInterrupt  # second signal: stop at once
-    _REQUEST.signum = signum
-    name = signal.Signals(signum).name
-    _write_stderr(
-        f"\nReceived {name}: stopping at the next batch; the last checkpoint and the run record "
-        "are kept. Send it again (Ctrl-C) to stop at once.\n"
-    )
-
-
-@contextlib.contextmanager
-def stop_on_signals(keep_request: bool = False) -> Iterator[StopRequest]:
-    """While inside: the first SIGINT/SIGTERM sets the request instead of killing the process.
-
-    Lightning adds its own SIGTERM handler during fit and calls this one too. With
-    `keep_request` (a sweep), the request outlives the block, so the sweep's later jobs see it.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield _REQUEST  # signal handlers can only be set from the main thread
-        return
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_stop_signal)
-    try:
-        yield _REQUEST
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        _REQUEST.stopped = None
-        if not keep_request:
-            _REQUEST.signum = None
-
-
 def interruption(trainer: pl.Trainer, signum: int) -> Interrupted:
     """The error that ends an interrupted run: where it stopped and how to resume it."""
     name = signal.Signals(signum).name
@@ -361,10 +272,11 @@ class ResumableModelCheckpoint(ModelCheckpoint):
             log.warning("The best checkpoints of the resumed run are gone; best restarts here.")
             super().load_state_dict(state_dict)
             return
-        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
         moved = {path: str(Path(self.dirpath) / Path(path).name) for path in best_k}
-        for old, new in moved.items():
-            shutil.copy2(old, new)
+        if rank_zero_only.rank == 0:  # one process writes checkpoints, as Lightning does
+            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+            for old, new in moved.items():
+                shutil.copy2(old, new)
         self.best_k_models = {moved[path]: score for path, score in best_k.items()}
         self.best_model_path = moved.get(state_dict.get("best_model_path", ""), "")
         self.best_model_score = state_dict.get("best_model_score")

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.config import to_plain
 from cnnlab.data import ImageDataModule
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import ConfigError
 from cnnlab.module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -28,26 +27,6 @@ _PINNED_CLASS_KEYS = ("model.num_classes", "model.net.nb_classes")
 # Settings whose change between a checkpoint and its resumption breaks exact resumption.
 _RESUME_SECTIONS = ("data", "model", "optimizer", "lr_scheduler", "seed")
 _LOCATION_KEYS = {"data.data_dir", "data.download", "data.system_dirs"}
-
-
-def as_user_error(err: Exception) -> Exception:
-    """Unwrap Hydra's InstantiationException: the config could not be turned into an object.
-
-    A user error inside it is returned as is; any other cause (an unknown activation, an
-    unexpected keyword, a GPU asked for on a machine without one) becomes a ConfigError
-    naming the config key, so it is reported in one line like other bad values.
-    """
-    if not isinstance(err, InstantiationException):
-        return err
-    root: BaseException = err
-    while isinstance(root, InstantiationException) and root.__cause__ is not None:
-        root = root.__cause__
-    if isinstance(root, CnnlabError):
-        return root
-    message = str(err)
-    key = message.rsplit("full_key: ", 1)[1].strip() if "full_key: " in message else "config"
-    cause = str(root) if root is not err else message.split("\n", 1)[-1]
-    return ConfigError(f"{key}: could not be built from the config: {type(root).__name__}: {cause}")
 
 
 def _shape(shape: Any) -> str:

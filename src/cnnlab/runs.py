@@ -20,12 +20,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from cnnlab.config import full_error_requested
+from cnnlab.config import as_user_error, full_error_requested
 from cnnlab.errors import CnnlabError
-from cnnlab.guards import Interrupted, stop_on_signals
-from cnnlab.preflight import as_user_error
+from cnnlab.stopping import Interrupted, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +118,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             )
             record_status(cfg, stopped.status, error=str(stopped), **stopped.record)
             if in_multirun():
-                if isinstance(err, SIGTERMException):
+                if not stop.at_once:  # Lightning's own graceful SIGTERM handling
                     log.error("Job interrupted: %s", stopped)
                     return None
                 raise  # a second signal stops the whole sweep at once
