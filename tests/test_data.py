@@ -117,7 +117,7 @@ def test_truncated_idx_file_is_reported_as_corrupt(
     shutil.copytree(synthetic_data_dir / "MNIST", tmp_path / "MNIST")
     images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:5000])
-    with pytest.raises(DatasetCorruptError, match="could not be read"):
+    with pytest.raises(DatasetCorruptError, match="train-images-idx3-ubyte is truncated"):
         MNISTDataModule(data_dir=tmp_path).setup()
 
 

@@ -6,9 +6,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu")  # those of cnnlab.nets
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -21,7 +24,7 @@ def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str) -
         return
     try:
         valid = ok(value)
-    except TypeError:
+    except (TypeError, ValueError):  # e.g. data.batch_size=abc
         valid = False
     if not valid:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
@@ -56,6 +59,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
     _check(cfg, "model.net.init", lambda v: v in ("torch", "keras"), "use 'torch' or 'keras'")
+    _check(
+        cfg,
+        "model.net.activation",
+        lambda v: v in ACTIVATIONS,
+        f"use one of {', '.join(ACTIVATIONS)}",
+    )
     hidden = _get(cfg, "model.net.hidden_sizes")
     if hidden is not None and (
         not OmegaConf.is_list(hidden) or not all(isinstance(h, int) and h >= 1 for h in hidden)
@@ -75,3 +84,23 @@ def to_plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def full_error_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def as_user_error(err: Exception) -> Exception:
+    """Unwrap Hydra's InstantiationException: the config could not be turned into an object.
+
+    A user error inside it is returned as is; any other cause (an unknown activation, an
+    unexpected keyword, a GPU asked for on a machine without one) becomes a ConfigError
+    naming the config key, so it is reported in one line like other bad values.
+    """
+    if not isinstance(err, InstantiationException):
+        return err
+    root: BaseException = err
+    while isinstance(root, InstantiationException) and root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, CnnlabError):
+        return root
+    message = str(err)
+    key = message.rsplit("full_key: ", 1)[1].strip() if "full_key: " in message else "config"
+    cause = str(root) if root is not err else message.split("\n", 1)[-1]
+    return ConfigError(f"{key}: could not be built from the config: {type(root).__name__}: {cause}")

@@ -24,6 +24,12 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets.utils import extract_archive
 
+from cnnlab.data_checks import (
+    check_idx_split,
+    find_bad_cifar_file,
+    find_misplaced,
+    layout_message,
+)
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 from cnnlab.preprocessing import normalize_tensor
 
@@ -66,6 +72,9 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         return len(range(self.rank, self.size, self.num_replicas))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator, so the order is drawn at the first batch, not when iter() is called:
+        # on resume Lightning calls iter() before set_epoch(), and the resumed epoch must still
+        # get its own order.
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.size, generator=generator)
@@ -77,7 +86,7 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
                 order = order.repeat(-(-total // self.size))[:total]
             order = order[self.rank :: self.num_replicas]
         # One host-to-device copy per epoch; each batch's indices are then a view on the device.
-        return iter(order.to(self.device).split(self.batch_size))
+        yield from order.to(self.device).split(self.batch_size)
 
     def __len__(self) -> int:
         return -(-self._shard_size() // self.batch_size)
@@ -198,11 +207,27 @@ class ImageDataModule(pl.LightningDataModule):
                         f"{self._how_to_fix()}"
                     ) from err
             missing = self.missing_files()
+            if missing and (wrong_layout := self._wrong_layout()):
+                raise DatasetNotFoundError(wrong_layout)
             if missing:
                 raise DatasetNotFoundError(
                     f"{self.name} not found: {self.raw_dir} lacks {', '.join(missing)}.\n"
                     f"{self._how_to_fix()}"
                 )
+
+    def _layout_skip_dirs(self) -> list[Path]:
+        """Folders where found files are not misplaced (they belong to another dataset)."""
+        return [self.raw_dir]
+
+    def _wrong_layout(self) -> str | None:
+        """The expected files sitting in the wrong folder near `data_dir`, reported as such."""
+        names = [*self.expected_files(), *(f"{name}.gz" for name in self.expected_files())]
+        found = find_misplaced(self.data_dir, names, skip=self._layout_skip_dirs())
+        return layout_message(self.name, self.data_dir, self.raw_dir, found) if found else None
+
+    def _find_corrupt_file(self) -> str | None:
+        """Which file made parsing fail, and why (None: unknown)."""
+        return None
 
     def _how_to_fix(self) -> str:
         return (
@@ -218,11 +243,14 @@ class ImageDataModule(pl.LightningDataModule):
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             images, labels = self._read_split(train)
-        except DatasetNotFoundError:
+        except (DatasetNotFoundError, DatasetCorruptError):
             raise
         except Exception as err:
+            culprit = self._find_corrupt_file()
             raise DatasetCorruptError(
-                f"{self.name}: the files in {self.raw_dir} could not be read ({err}). "
+                f"{self.name}: {culprit}. Delete it and fetch a fresh copy."
+                if culprit
+                else f"{self.name}: the files in {self.raw_dir} could not be read ({err}). "
                 "Delete them and fetch fresh copies."
             ) from err
         if tuple(images.shape[1:]) != self.sample_shape or len(images) != len(labels):
@@ -365,7 +393,19 @@ class _IdxDataModule(ImageDataModule):
     def _download(self) -> None:
         self.torchvision_class(str(self.data_dir), train=True, download=True)
 
+    def _layout_skip_dirs(self) -> list[Path]:
+        # MNIST and Fashion-MNIST files share their names: one is not the other misplaced.
+        families = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST")
+        return [self.raw_dir, *(self.data_dir / name / "raw" for name in families)]
+
     def _read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = "train" if train else "t10k"
+        check_idx_split(
+            self.name,
+            self.raw_dir / f"{prefix}-images-idx3-ubyte",
+            self.raw_dir / f"{prefix}-labels-idx1-ubyte",
+            self.sample_shape[1:],
+        )
         dataset = self.torchvision_class(str(self.data_dir), train=train, download=False)
         return dataset.data.unsqueeze(1), dataset.targets
 
@@ -445,6 +485,17 @@ class CIFAR10DataModule(ImageDataModule):
                     f"{self.name}: {archive} is not a readable tar.gz archive ({err}). "
                     "Replace it with a fresh copy."
                 ) from err
+
+    def _wrong_layout(self) -> str | None:
+        archive = _CIFAR10Files.filename  # beside the batches folder is where it belongs
+        names = [*self.expected_files(), archive]
+        found = find_misplaced(self.data_dir, names, skip=self._layout_skip_dirs())
+        if found.get(self.data_dir) == [archive]:
+            del found[self.data_dir]
+        return layout_message(self.name, self.data_dir, self.raw_dir, found) if found else None
+
+    def _find_corrupt_file(self) -> str | None:
+        return find_bad_cifar_file(self.name, self.raw_dir, self.expected_files())
 
     def _download(self) -> None:
         torchvision.datasets.CIFAR10(str(self.data_dir), train=True, download=True)

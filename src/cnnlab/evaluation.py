@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import CnnlabError
+from cnnlab.guards import StopOnSignal
 from cnnlab.module import ImageClassifier
 from cnnlab.runs import write_json
 
@@ -53,6 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=cfg.paths.output_dir,
+        callbacks=[StopOnSignal()],  # Ctrl-C stops between batches and is recorded
     )
     results = trainer.test(model=model, datamodule=datamodule, verbose=False)[0]
     summary = {

@@ -114,6 +114,7 @@ class ImageClassifier(pl.LightningModule):
                 "specificity": MulticlassSpecificity(num_classes, **per_class),
             }
         )
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
 
     @property
     def num_parameters(self) -> int:
@@ -171,10 +172,6 @@ class ImageClassifier(pl.LightningModule):
         self.test_confusion.reset()
         self.test_per_class.reset()
 
-    def on_train_start(self) -> None:
-        # The sanity check's validation batches must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels = self._shared_step(batch)
         self.val_acc.update(logits, labels)
@@ -184,6 +181,8 @@ class ImageClassifier(pl.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(labels))
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return  # the sanity check's few batches must not count towards the best accuracy
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=False, sync_dist=True)
 

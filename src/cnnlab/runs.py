@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.config import full_error_requested
+from cnnlab.config import as_user_error, full_error_requested
 from cnnlab.errors import CnnlabError
+from cnnlab.stopping import Interrupted, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +78,49 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     Single run: a user error (CnnlabError) prints one message and exits non-zero; other
     errors keep their traceback. Multirun: the failure is recorded in the job's folder and
     logged, and None is returned so the other jobs (and the sweep report) still run.
+    A diverged or interrupted run (`cnnlab.guards`) is recorded with that status; once a sweep
+    got SIGINT/SIGTERM, its remaining jobs are recorded as interrupted without running.
     """
-    try:
-        return task(cfg)
-    except Exception as err:
-        record_status(cfg, "failed", error=f"{type(err).__name__}: {err}")
-        if full_error_requested():
-            raise
-        if in_multirun():
-            if isinstance(err, CnnlabError):
-                log.error("Job failed: %s", err)
-            else:
-                log.error("Job failed:\n%s", "".join(traceback.format_exception(err)))
+    with stop_on_signals(keep_request=in_multirun()) as stop:
+        if stop.signum is not None:
+            record_status(
+                cfg, "interrupted", error=f"not started: the sweep was stopped by {stop.name}"
+            )
             return None
-        if isinstance(err, CnnlabError):
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(err.exit_code)
-        raise
+        try:
+            return task(cfg)
+        except Exception as raised:
+            err = as_user_error(raised)
+            status = getattr(err, "status", "failed")
+            # A diverged or interrupted run's status already says what happened.
+            error = str(err) if status != "failed" else f"{type(err).__name__}: {err}"
+            record_status(cfg, status, error=error, **getattr(err, "record", {}))
+            if full_error_requested():
+                raise
+            if in_multirun():
+                if isinstance(err, CnnlabError):
+                    log.error("Job %s: %s", status, err)
+                else:
+                    log.error("Job failed:\n%s", "".join(traceback.format_exception(err)))
+                return None
+            if isinstance(err, CnnlabError):
+                print(f"Error: {err}", file=sys.stderr)
+                sys.exit(err.exit_code)
+            raise
+        except (KeyboardInterrupt, SystemExit) as err:
+            # Lightning's own SIGTERM handling (graceful), or a second signal (at once).
+            if stop.signum is None and not isinstance(err, KeyboardInterrupt):
+                raise
+            stopped = stop.stopped or Interrupted(
+                stop.signum or signal.SIGINT,
+                f"Stopped at once by {stop.name or 'SIGINT'}; resume from the last checkpoint in "
+                "the run folder's checkpoints/ with ckpt_path=<file>.",
+            )
+            record_status(cfg, stopped.status, error=str(stopped), **stopped.record)
+            if in_multirun():
+                if not stop.at_once:  # Lightning's own graceful SIGTERM handling
+                    log.error("Job interrupted: %s", stopped)
+                    return None
+                raise  # a second signal stops the whole sweep at once
+            print(f"Error: {stopped}", file=sys.stderr)
+            sys.exit(stopped.exit_code)

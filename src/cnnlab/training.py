@@ -25,8 +25,10 @@ from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
 from cnnlab.config import to_plain, validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
+from cnnlab.guards import StopOnSignal
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
+from cnnlab.preflight import check_before_fit
 from cnnlab.results import RunResults, write_run_results
 from cnnlab.runs import METRICS_FILE, hydra_choices, write_json
 
@@ -115,6 +117,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     history = RunHistory()
     run_results = RunResults()
     callbacks = [
+        StopOnSignal(),  # SIGINT/SIGTERM end the run between batches (see cnnlab.guards)
         *instantiate_callbacks(cfg.get("callbacks")),
         history,
         run_results,
@@ -144,6 +147,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             "class_names": list(datamodule.class_names),
         }
     )
+
+    check_before_fit(cfg, datamodule, model)
+    if trainer.is_global_zero:
+        write_json(metrics_path, summary)  # a run that stops early still says what it was
 
     start = time.perf_counter()
     with ddp_children_run_this_job(trainer):

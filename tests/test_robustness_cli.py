@@ -1,0 +1,347 @@
+"""Faults forced for real on the real entry point: what the user sees, and that nothing is lost.
+
+Each test runs `python src/train.py` as a user does (synthetic data in the real formats), and
+injects the fault itself: a real SIGINT/SIGTERM to the training process, a truncated IDX file,
+a learning rate that really produces NaN, two runs launched at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+
+# A run long enough to be interrupted in its third or fourth epoch, short enough for CI.
+RESUMABLE = [
+    "optimizer=adam",
+    "trainer.max_epochs=4",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.progress_bar.enabled=false",
+]
+QUICK = ["debug=fast", "trainer.limit_train_batches=4", "callbacks.progress_bar.enabled=false"]
+
+
+def start_cli(script: str, *args: str) -> subprocess.Popen[str]:
+    """Start an entry point in the background, with the same environment as `run_cli`."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Background processes a test starts; any still running at the end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_for(found: Callable[[], Path | None], proc: subprocess.Popen[str]) -> Path:
+    """Poll until `found` returns a path, failing if the process ends first."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        path = found()
+        if path is not None:
+            return path
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"the run ended (rc={proc.returncode}) before the awaited file:\n{err}")
+        time.sleep(0.02)
+    pytest.fail("timed out waiting for the run")
+
+
+def only(pattern: str, folder: Path) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
+    return found[0]
+
+
+def metrics_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def results(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a run learned and measured, without wall times and folder names."""
+    return {
+        "history": [
+            {k: v for k, v in epoch.items() if not k.startswith("time/")}
+            for epoch in metrics["history"]
+        ],
+        "final": metrics["final"],
+        "best": {k: v for k, v in metrics["best"].items() if k != "checkpoint"},
+        "test": {k: v for k, v in metrics["test"].items() if k != "checkpoint"},
+        "epochs": metrics["epochs"],
+        "steps": metrics["steps"],
+    }
+
+
+@pytest.fixture(scope="module")
+def twin_runs(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The same run launched twice at the same moment, into the same log folder.
+
+    Run folders are named by time (to the microsecond) and process id: two processes alive
+    at once never share a pid, so their folders differ even within the same microsecond.
+    """
+    logs = tmp_path_factory.mktemp("twins")
+    args = [f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={logs}", *RESUMABLE]
+    procs = [start_cli("train.py", *args) for _ in range(2)]
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    runs = [only(f"train/runs/*_{proc.pid}", logs) for proc in procs]
+    return runs
+
+
+def test_two_runs_started_at_once_get_their_own_folders(twin_runs: list[Path]) -> None:
+    assert len(twin_runs) == 2 and twin_runs[0] != twin_runs[1]
+    assert twin_runs[0].parent == twin_runs[1].parent
+    for run in twin_runs:
+        metrics = metrics_of(run)
+        assert metrics["status"] == "completed" and metrics["output_dir"] == str(run)
+        assert Path(metrics["best"]["checkpoint"]).parent == run / "checkpoints"
+        assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) >= 1
+
+
+def test_same_config_and_seed_give_identical_metrics(twin_runs: list[Path]) -> None:
+    first, second = (metrics_of(run) for run in twin_runs)
+    assert len(first["history"]) == 4
+    assert results(first) == results(second)
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_at_once_never_share_a_folder(
+    synthetic_data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    args = ["-m", "optimizer=adam", f"paths.data_dir={synthetic_data_dir}"]
+    processes += [start_cli("train.py", *args, f"paths.log_dir={tmp_path}", *QUICK) for _ in "ab"]
+    for proc in processes:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    assert len(list((tmp_path / "train" / "multiruns").iterdir())) == 2
+    for proc in processes:
+        job = only("0_*", only(f"train/multiruns/*_{proc.pid}", tmp_path))
+        assert metrics_of(job)["status"] == "completed"
+        assert metrics_of(job)["output_dir"] == str(job)
+
+
+def interrupt(
+    signum: signal.Signals, args: list[str], logs: Path, processes: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], str, Path]:
+    """Start a run, send it `signum` once its second epoch-end checkpoint exists, and wait.
+
+    By then the best epoch so far is behind the checkpoint, so resuming must carry it over.
+    """
+    proc = start_cli("train.py", *args, f"paths.log_dir={logs}")
+    processes.append(proc)
+    checkpoint = wait_for(
+        lambda: next(iter(logs.glob("train/runs/*/checkpoints/last.ckpt")), None), proc
+    )
+    first = checkpoint.stat()
+    wait_for(lambda: checkpoint if checkpoint.stat().st_ino != first.st_ino else None, proc)
+    proc.send_signal(signum)  # in the third epoch or later
+    _, err = proc.communicate(timeout=300)
+    return proc, err, checkpoint.parent.parent
+
+
+def assert_stopped_cleanly(
+    proc: subprocess.Popen[str], err: str, run: Path, signum: signal.Signals
+) -> Path:
+    """Exit code, message and record of an interrupted run; returns its usable checkpoint."""
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert f"Error: Interrupted by {signum.name} at epoch" in err and "Traceback" not in err
+    metrics = metrics_of(run)
+    assert metrics["status"] == "interrupted" and metrics["error"] in err
+    assert metrics["interrupted_at"]["signal"] == signum.name
+    assert 2 <= metrics["epochs"] < 4 and len(metrics["history"]) == metrics["epochs"]
+    checkpoint = Path(metrics["last_checkpoint"])
+    assert checkpoint == run / "checkpoints" / "last.ckpt"
+    assert (
+        f"ckpt_path={checkpoint}" in metrics["resume_command"] and f"ckpt_path={checkpoint}" in err
+    )
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == metrics["epochs"] - 1  # the last finished epoch, whole
+    return checkpoint
+
+
+def test_sigint_keeps_the_last_checkpoint_and_the_resumed_run_matches(
+    twin_runs: list[Path],
+    synthetic_data_dir: Path,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    args = [f"paths.data_dir={synthetic_data_dir}", *RESUMABLE]
+    proc, err, run = interrupt(signal.SIGINT, args, tmp_path / "first", processes)
+    checkpoint = assert_stopped_cleanly(proc, err, run, signal.SIGINT)
+
+    resumed = run_cli(
+        "train.py", *args, f"paths.log_dir={tmp_path / 'resumed'}", f"ckpt_path={checkpoint}"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resumed_run = only("resumed/train/runs/*", tmp_path)
+    assert metrics_of(resumed_run)["status"] == "completed"
+    reference = metrics_of(twin_runs[0])
+    assert reference["best"]["epoch"] < metrics_of(run)["epochs"]  # the best is carried over
+    assert results(metrics_of(resumed_run)) == results(reference)
+    assert metrics_of(run)["status"] == "interrupted" and checkpoint.is_file()  # left as it was
+
+
+def test_sigterm_stops_the_run_the_same_way(
+    synthetic_data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    args = [f"paths.data_dir={synthetic_data_dir}", *RESUMABLE]
+    proc, err, run = interrupt(signal.SIGTERM, args, tmp_path, processes)
+    assert_stopped_cleanly(proc, err, run, signal.SIGTERM)
+
+
+def test_a_signal_to_a_sweep_records_every_job(
+    synthetic_data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    proc = start_cli(
+        "train.py",
+        "-m",
+        "seed=1,2",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        *RESUMABLE,
+    )
+    processes.append(proc)
+    wait_for(
+        lambda: next(iter(tmp_path.glob("train/multiruns/*/0_*/checkpoints/last.ckpt")), None),
+        proc,
+    )
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+
+    assert proc.returncode != 0
+    assert "2 job(s) of the sweep did not complete" in err
+    sweep = only("train/multiruns/*", tmp_path)
+    stopped, skipped = metrics_of(only("0_*", sweep)), metrics_of(only("1_*", sweep))
+    assert stopped["status"] == "interrupted" and Path(stopped["last_checkpoint"]).is_file()
+    assert "seed=1" in stopped["resume_command"] and "-m" not in stopped["resume_command"]
+    assert skipped["status"] == "interrupted" and "not started" in skipped["error"]
+
+
+def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    # Adagrad at lr 0.01 for the first epoch, then 1e12: NaN in the second epoch.
+    result = run_cli(
+        "train.py",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        "optimizer=adagrad",
+        "+lr_scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
+        "step_size:1,gamma:1e14}",
+        "trainer.max_epochs=5",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "callbacks.progress_bar.enabled=false",
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Error: Training diverged with Adagrad" in result.stderr
+    assert "the training loss was nan at epoch 1" in result.stderr
+    assert "Traceback" not in result.stderr and "Test accuracy" not in result.stdout
+    metrics = metrics_of(only("train/runs/*", tmp_path))
+    assert metrics["status"] == "diverged" and "Training diverged" in metrics["error"]
+    assert metrics["diverged_at"]["epoch"] == 1 and metrics["diverged_at"]["loss"] == "nan"
+    assert 4 < metrics["diverged_at"]["step"] <= metrics["steps"] <= 8  # stopped in epoch 1
+    assert metrics["epochs"] == 1 and len(metrics["history"]) == 1
+    saved = torch.load(metrics["last_checkpoint"], map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 0
+    assert all(
+        torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_a_diverged_job_does_not_stop_the_sweep(synthetic_data_dir: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "train.py",
+        "-m",
+        "optimizer=adagrad",
+        "optimizer.lr=1e8,0.01",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+        *QUICK,
+    )
+    assert result.returncode != 0
+    assert "1 job(s) of the sweep did not complete" in result.stderr
+    sweep = only("train/multiruns/*", tmp_path)
+    diverged, good = metrics_of(only("0_*", sweep)), metrics_of(only("1_*", sweep))
+    assert diverged["status"] == "diverged" and diverged["diverged_at"]["epoch"] == 0
+    assert "Training diverged with Adagrad, lr 1e+08" in diverged["error"]
+    assert good["status"] == "completed" and good["test"]["test/acc"] >= 0
+    assert any((only("1_*", sweep) / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+model.net.sample_shape=[3,32,32]",
+            "model.net.sample_shape=[3, 32, 32] does not fit MNIST, whose images are 1x28x28",
+        ),
+        # More values in test_robustness.py, in-process.
+        pytest.param(
+            "data.batch_size=abc",
+            "data.batch_size='abc' is invalid: it must be an integer >= 1",
+            marks=pytest.mark.slow,
+        ),
+    ],
+    ids=["net-shape-vs-dataset", "not-a-number"],
+)
+def test_bad_config_is_one_message_and_no_training(
+    synthetic_data_dir: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    result = run_cli(
+        "train.py", override, f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={tmp_path}"
+    )
+    assert result.returncode == 2
+    assert f"Error: {message}" in result.stderr and "Traceback" not in result.stderr
+    run = only("train/runs/*", tmp_path)
+    assert metrics_of(run)["status"] == "failed" and message in metrics_of(run)["error"]
+    assert not (run / "checkpoints").exists()
+
+
+def test_truncated_idx_file_is_named_and_not_trained_on(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(synthetic_data_dir / "MNIST", tmp_path / "data" / "MNIST")
+    images = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:100_000])
+    result = run_cli(
+        "train.py", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'out'}"
+    )
+    assert result.returncode == 2
+    assert f"MNIST: {images} is truncated" in result.stderr and "Traceback" not in result.stderr
+    run = only("train/runs/*", tmp_path / "out")
+    assert metrics_of(run)["status"] == "failed" and str(images) in metrics_of(run)["error"]
+    assert not (run / "checkpoints").exists()
