@@ -40,7 +40,13 @@ def main() -> None:
             Row(p[0], p[1], int(p[2]), int(p[3]) if len(p) > 3 else 100)
             for p in (spec.split(":") for spec in args.rows.split(","))
         )
-    out = args.out or ROOT / "outputs" / "bench" / f"bench-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+    out = (
+        args.out
+        or ROOT
+        / "outputs"
+        / "bench"
+        / f"bench-{datetime.now():%Y-%m-%d_%H-%M-%S}-{args.precision}.json"
+    )
     settings = Settings(
         precision=args.precision,
         channels_last=args.channels_last,
