@@ -56,27 +56,35 @@ def test_pipeline_loss_equals_the_bare_loops_step_by_step(
     torch.testing.assert_close(recorder.losses, bare_losses, rtol=1e-5, atol=1e-6)
 
 
-def test_channels_last_trains_the_same_maths(
-    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
-) -> None:
+def _losses_with(
+    compose_cfg: Callable[..., DictConfig], data_dir: Path, switch: str, steps: int
+) -> dict[str, list[float]]:
+    """Per-step training losses with a boolean config switch off and on."""
     losses = {}
-    for layout in ("false", "true"):
+    for value in ("false", "true"):
         cfg = compose_cfg(
             [
-                f"model.channels_last={layout}",
-                f"paths.data_dir={synthetic_data_dir}",
+                f"{switch}={value}",
+                f"paths.data_dir={data_dir}",
                 "trainer.max_epochs=1",
-                "trainer.limit_train_batches=6",
+                f"trainer.limit_train_batches={steps}",
                 "trainer.limit_val_batches=1",
                 "test=false",
                 "logger=csv",
                 "callbacks.progress_bar.enabled=false",
             ]
         )
-        cfg.paths.output_dir = f"{cfg.paths.output_dir}-{layout}"
+        cfg.paths.output_dir = f"{cfg.paths.output_dir}-{value}"
         recorder = LossRecorder()
         train(cfg, extra_callbacks=[recorder])
-        losses[layout] = recorder.losses
+        losses[value] = recorder.losses
+    return losses
+
+
+def test_channels_last_trains_the_same_maths(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
+) -> None:
+    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.channels_last", steps=6)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
 
 
@@ -131,22 +139,5 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
 def test_compiled_net_trains_the_same_maths(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
 ) -> None:
-    losses = {}
-    for compiled in ("false", "true"):
-        cfg = compose_cfg(
-            [
-                f"model.compile={compiled}",
-                f"paths.data_dir={synthetic_data_dir}",
-                "trainer.max_epochs=1",
-                "trainer.limit_train_batches=4",
-                "trainer.limit_val_batches=1",
-                "test=false",
-                "logger=csv",
-                "callbacks.progress_bar.enabled=false",
-            ]
-        )
-        cfg.paths.output_dir = f"{cfg.paths.output_dir}-{compiled}"
-        recorder = LossRecorder()
-        train(cfg, extra_callbacks=[recorder])
-        losses[compiled] = recorder.losses
+    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.compile", steps=4)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)

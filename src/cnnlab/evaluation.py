@@ -7,29 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import CnnlabError
 from cnnlab.guards import StopOnSignal
 from cnnlab.module import ImageClassifier
+from cnnlab.preflight import read_checkpoint
 from cnnlab.runs import write_json
 
 log = logging.getLogger(__name__)
 
 
 def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
-    if not ckpt_path.is_file():
-        raise CnnlabError(
-            f"Checkpoint {ckpt_path} does not exist. "
-            "Pass ckpt_path=<run folder>/checkpoints/<file>.ckpt"
-        )
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise CnnlabError(f"Checkpoint {ckpt_path} could not be read ({err}).") from err
-    if "cnnlab_config" not in checkpoint:
+    checkpoint = read_checkpoint(ckpt_path, "pass ckpt_path=<run folder>/checkpoints/<file>.ckpt")
+    if not isinstance(checkpoint, dict) or "cnnlab_config" not in checkpoint:
         raise CnnlabError(
             f"Checkpoint {ckpt_path} was not written by cnnlab's train.py (no 'cnnlab_config')."
         )

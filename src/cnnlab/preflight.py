@@ -83,24 +83,30 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in _LOCATION_KEYS}
 
 
+def read_checkpoint(path: Path, what_to_give: str) -> Any:
+    """The checkpoint file's contents, or one clear error saying why it cannot be used."""
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={path} does not exist: {what_to_give}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ConfigError(
+            f"ckpt_path={path} could not be read ({type(err).__name__}: {err}); it is not a "
+            "checkpoint, or it is damaged"
+        ) from err
+
+
 def check_resume_checkpoint(cfg: DictConfig, model: ImageClassifier) -> None:
     """`ckpt_path` exists, is a checkpoint, and holds this model; warn if other settings differ."""
     ckpt_path = cfg.get("ckpt_path")
     if not ckpt_path:
         return
     path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist: give the checkpoints/last.ckpt of the run to "
-            "resume (an interrupted run prints the full command)"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} could not be read ({type(err).__name__}: {err}); it is not a "
-            "checkpoint, or it is damaged"
-        ) from err
+    checkpoint = read_checkpoint(
+        path,
+        "give the checkpoints/last.ckpt of the run to resume (an interrupted run prints "
+        "the full command)",
+    )
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "loops" not in checkpoint:
         raise ConfigError(f"ckpt_path={ckpt_path} is not a Lightning training checkpoint")
