@@ -18,6 +18,20 @@ from cnnlab.training import train
 from conftest import run_cli
 
 
+def _short_run(override: str, data_dir: Path, steps: int) -> list[str]:
+    """One epoch of `steps` training batches, no test, quiet: for step-by-step comparisons."""
+    return [
+        override,
+        f"paths.data_dir={data_dir}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={steps}",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=csv",
+        "callbacks.progress_bar.enabled=false",
+    ]
+
+
 class LossRecorder(pl.Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -33,18 +47,7 @@ def test_pipeline_loss_equals_the_bare_loops_step_by_step(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path, optimizer: str
 ) -> None:
     steps = 12
-    cfg = compose_cfg(
-        [
-            f"optimizer={optimizer}",
-            f"paths.data_dir={synthetic_data_dir}",
-            "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={steps}",
-            "trainer.limit_val_batches=1",
-            "test=false",
-            "logger=csv",
-            "callbacks.progress_bar.enabled=false",
-        ]
-    )
+    cfg = compose_cfg(_short_run(f"optimizer={optimizer}", synthetic_data_dir, steps))
     recorder = LossRecorder()
     train(cfg, extra_callbacks=[recorder])
 
@@ -62,18 +65,7 @@ def _losses_with(
     """Per-step training losses with a boolean config switch off and on."""
     losses = {}
     for value in ("false", "true"):
-        cfg = compose_cfg(
-            [
-                f"{switch}={value}",
-                f"paths.data_dir={data_dir}",
-                "trainer.max_epochs=1",
-                f"trainer.limit_train_batches={steps}",
-                "trainer.limit_val_batches=1",
-                "test=false",
-                "logger=csv",
-                "callbacks.progress_bar.enabled=false",
-            ]
-        )
+        cfg = compose_cfg(_short_run(f"{switch}={value}", data_dir, steps))
         cfg.paths.output_dir = f"{cfg.paths.output_dir}-{value}"
         recorder = LossRecorder()
         train(cfg, extra_callbacks=[recorder])
