@@ -42,6 +42,13 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _compose
 
 
+def only(pattern: str, folder: Path) -> Path:
+    """The single path matching `pattern` in `folder` (a run or sweep folder, say)."""
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
+    return found[0]
+
+
 def run_cli(
     script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import run_cli
+from conftest import only, run_cli
 
 FAST = ["debug=fast", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2"]
 
@@ -21,12 +21,6 @@ def _summary_tags(folder: Path, plugin: str) -> set[str]:
                 v.tag for v in event.summary.value if v.metadata.plugin_data.plugin_name == plugin
             }
     return tags
-
-
-def _only(pattern: str, folder: Path) -> Path:
-    found = sorted(folder.glob(pattern))
-    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
-    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def trained_run(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFacto
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test accuracy:" in result.stdout and "Test loss:" in result.stdout
-    return _only("train/runs/*", logs)
+    return only("train/runs/*", logs)
 
 
 def test_a_run_leaves_config_checkpoints_events_and_metrics(trained_run: Path) -> None:
@@ -75,7 +69,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy(trained_run: Path, tmp_path:
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("Test accuracy:"))
     assert float(line.split(":")[1]) == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
-    evaluated = json.loads(_only("eval/runs/*/metrics.json", tmp_path).read_text())
+    evaluated = json.loads(only("eval/runs/*/metrics.json", tmp_path).read_text())
     assert evaluated["test"]["test/acc"] == pytest.approx(metrics["test"]["test/acc"], abs=1e-6)
 
 
@@ -91,7 +85,7 @@ def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _only("train/multiruns/*", tmp_path)
+    sweep = only("train/multiruns/*", tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1", "2"]
     for job, optimizer in zip(jobs, ["adadelta", "adam", "adagrad"], strict=True):
@@ -119,7 +113,7 @@ def test_any_combination_takes_shapes_from_the_data(
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads(_only("train/runs/*/metrics.json", tmp_path).read_text())
+    metrics = json.loads(only("train/runs/*/metrics.json", tmp_path).read_text())
     assert metrics["params"] == 2_117_962 and metrics["net"] == "net_2"
     assert metrics["batch_size"] == 128
 
@@ -134,7 +128,7 @@ def test_missing_data_gives_one_clear_message(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "MNIST not found" in result.stderr and "data.download=true" in result.stderr
     assert "Traceback" not in result.stderr
-    metrics = json.loads(_only("train/runs/*/metrics.json", tmp_path / "out").read_text())
+    metrics = json.loads(only("train/runs/*/metrics.json", tmp_path / "out").read_text())
     assert metrics["status"] == "failed" and "MNIST not found" in metrics["error"]
 
 
@@ -158,8 +152,8 @@ def test_a_failing_job_keeps_the_others_and_fails_the_sweep(
     )
     assert result.returncode != 0
     assert "1 job(s) of the sweep did not complete" in result.stderr
-    sweep = _only("train/multiruns/*", tmp_path)
-    good = json.loads(_only("0_*/metrics.json", sweep).read_text())
-    bad = json.loads(_only("1_*/metrics.json", sweep).read_text())
+    sweep = only("train/multiruns/*", tmp_path)
+    good = json.loads(only("0_*/metrics.json", sweep).read_text())
+    bad = json.loads(only("1_*/metrics.json", sweep).read_text())
     assert good["status"] == "completed" and good["test"]["test/acc"] >= 0
     assert bad["status"] == "failed" and "data.val_fraction=1.5" in bad["error"]

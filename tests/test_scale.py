@@ -28,7 +28,7 @@ from cnnlab.evaluation import load_checkpoint_config
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import missing_plugin_message, parallel_jobs, threads_per_job
 from cnnlab.synthetic import write_cifar10, write_idx_dataset
-from conftest import CONF_DIR, ROOT, run_cli
+from conftest import CONF_DIR, ROOT, only, run_cli
 
 FAST = [
     "debug=fast",
@@ -36,12 +36,6 @@ FAST = [
     "trainer.limit_val_batches=2",
     "callbacks.progress_bar.enabled=false",
 ]
-
-
-def _only(pattern: str, folder: Path) -> Path:
-    found = sorted(folder.glob(pattern))
-    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
-    return found[0]
 
 
 def _metrics(job: Path) -> dict:
@@ -79,8 +73,8 @@ def test_joblib_runs_two_jobs_side_by_side_each_with_its_share(
         env={"CUDA_VISIBLE_DEVICES": "7,9"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _only("train/multiruns/*", tmp_path)
-    jobs = [_only("0_*", sweep), _only("1_*", sweep)]
+    sweep = only("train/multiruns/*", tmp_path)
+    jobs = [only("0_*", sweep), only("1_*", sweep)]
     for job, optimizer in zip(jobs, ["adam", "adagrad"], strict=True):
         metrics = _metrics(job)
         assert metrics["status"] == "completed" and metrics["choices"]["optimizer"] == optimizer
@@ -229,7 +223,7 @@ def test_ddp_cpu_accuracy_is_over_the_whole_validation_set(
     assert "MEMBER: 2/2" in output  # two processes took part
     assert output.count("Test accuracy:") == 1  # rank 0 reports
 
-    run = _only("train/runs/*", tmp_path)
+    run = only("train/runs/*", tmp_path)
     assert (run / "train_ddp_process_1.log").is_file()
     metrics = _metrics(run)
     assert metrics["status"] == "completed" and metrics["data_sizes"]["val"] == 57
@@ -256,8 +250,8 @@ def test_ddp_jobs_of_a_sequential_sweep_stay_in_their_folders(
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _only("train/multiruns/*", tmp_path)
-    for job in (_only("0_*", sweep), _only("1_*", sweep)):
+    sweep = only("train/multiruns/*", tmp_path)
+    for job in (only("0_*", sweep), only("1_*", sweep)):
         assert _metrics(job)["status"] == "completed"
         assert (job / "train_ddp_process_1.log").is_file()
     assert not (tmp_path / "train" / "runs").exists()  # no rank ran a run of its own
@@ -279,7 +273,7 @@ def test_ddp_inside_a_joblib_job_is_refused_clearly(
     )
     assert result.returncode != 0
     assert "cannot start inside a job of JoblibLauncher" in result.stderr
-    record = _metrics(_only("train/multiruns/*/0_*", tmp_path))
+    record = _metrics(only("train/multiruns/*/0_*", tmp_path))
     assert record["status"] == "failed" and "hydra/launcher=slurm" in record["error"]
 
 
@@ -314,7 +308,7 @@ def test_optuna_search_of_three_trials_records_the_best(
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _only("train/multiruns/*", tmp_path)
+    sweep = only("train/multiruns/*", tmp_path)
     trials = sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
     assert len(trials) == 3
     records = [_metrics(job) for job in trials]
@@ -346,7 +340,7 @@ def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(
         f"paths.log_dir={tmp_path}",
         *FAST,
     )
-    sweep = _only("train/multiruns/*", tmp_path)
+    sweep = only("train/multiruns/*", tmp_path)
     records = [_metrics(job) for job in sorted(sweep.glob("*_*")) if job.is_dir()]
     statuses = sorted(r["status"] for r in records)
     assert len(records) == 3 and "failed" in statuses and "completed" in statuses, statuses
@@ -373,8 +367,8 @@ def test_submitit_local_runs_a_one_job_sweep(synthetic_data_dir: Path, tmp_path:
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = _only("train/multiruns/*", tmp_path)
-    metrics = _metrics(_only("0_*", sweep))
+    sweep = only("train/multiruns/*", tmp_path)
+    metrics = _metrics(only("0_*", sweep))
     assert metrics["status"] == "completed" and metrics["choices"]["optimizer"] == "adam"
     assert list((sweep / ".submitit").glob("*/*_log.out"))  # submitit's own job logs
 
