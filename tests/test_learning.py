@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -46,3 +47,49 @@ def test_predict_step_returns_probabilities(synthetic_data_dir: Path) -> None:
     assert probs.shape == (200, 10)
     assert torch.allclose(probs.sum(dim=1), torch.ones(200), atol=1e-5)
     assert float(probs.min()) >= 0
+
+
+def test_train_epoch_metrics_are_the_epochs_sample_means(synthetic_data_dir: Path) -> None:
+    """train/loss and train/acc, counted on the device and logged once per epoch, equal the
+    loss and accuracy of every training batch averaged by sample (lr 0: the weights, and so
+    each batch's predictions, stay those an independent pass computes)."""
+    pl.seed_everything(0)
+    batches = 5
+    dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=50)  # 540 images: 10 + 40
+    model = ImageClassifier(
+        net={"_target_": "cnnlab.nets.net_2"},
+        sample_shape=dm.sample_shape,
+        num_classes=10,
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+    )
+    settings = {
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    pl.Trainer(limit_train_batches=3, **settings).fit(model, datamodule=dm)  # partly trained
+    model.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.0)
+    trainer = pl.Trainer(limit_train_batches=batches, **settings)
+    trainer.fit(model, datamodule=dm)
+
+    dm.trainer = None
+    losses, correct, seen = [], 0, 0
+    model.eval()
+    with torch.no_grad():
+        for i, batch in enumerate(dm.train_dataloader()):  # the same seeded order, epoch 0
+            if i == batches:
+                break
+            images, labels = dm.on_after_batch_transfer(batch, 0)
+            logits = model(images)
+            losses.append(float(torch.nn.functional.cross_entropy(logits, labels)) * len(labels))
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+    logged = trainer.callback_metrics
+    assert int(model.train_confusion.compute().sum()) == seen == batches * 50
+    assert float(logged["train/loss"]) == pytest.approx(sum(losses) / seen, rel=1e-5)
+    assert 0.2 < correct / seen < 1  # neither chance nor trivially perfect
+    assert float(logged["train/acc"]) == pytest.approx(correct / seen, abs=1e-6)

@@ -52,7 +52,13 @@ class RunHistory(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         record: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for name, value in trainer.callback_metrics.items():
+        metrics = dict(trainer.callback_metrics)
+        # Lightning calls this hook before the module's own `on_train_epoch_end`, where
+        # ImageClassifier logs its training metrics: read them from the module directly.
+        train_epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
+        if callable(train_epoch_metrics):
+            metrics.update(train_epoch_metrics())
+        for name, value in metrics.items():
             if name.startswith(("train/", "val/")):
                 record[name] = _scalar(value)
         now = _now(pl_module)
