@@ -260,7 +260,13 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         # Saved under ModelCheckpoint's key, so checkpoints of either class resume with either.
-        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+        # Cached: Lightning formats it for every hook of every step (its profiler's label), and
+        # ModelCheckpoint builds it from the repr of its settings, fixed once constructed.
+        key = self.__dict__.get("_cnnlab_state_key")
+        if key is None:
+            key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+            self.__dict__["_cnnlab_state_key"] = key
+        return key
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath", self.dirpath)
