@@ -28,6 +28,9 @@ def main() -> None:
         action="store_true",
         help="also train one full Fashion-MNIST epoch in fp32 and in --precision",
     )
+    parser.add_argument(
+        "--accuracy-seeds", type=int, default=3, help="seeds of the accuracy check (paired)"
+    )
     parser.add_argument("--tiny", action="store_true", help="a few steps: checks the machinery")
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"
@@ -55,6 +58,7 @@ def main() -> None:
         accelerator=args.accelerator,
         tiny=args.tiny,
         accuracy_check=args.accuracy_check,
+        accuracy_seeds=args.accuracy_seeds,
     )
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("cnnlab").setLevel(logging.WARNING)

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnnlab.bench import BareLoop
+from cnnlab.bench import BareLoop, Settings, accuracy_check
 from cnnlab.data import MNISTDataModule
 from cnnlab.training import train
 from conftest import run_cli
@@ -121,10 +121,50 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
             values = row[key]
             assert values["pipeline"] > 0 and values["bare"] > 0
             assert values["ratio"] == pytest.approx(values["pipeline"] / values["bare"])
+        train_ips = row["train_images_per_s"]
+        assert train_ips["minimal_lightning"] > 0
+        assert train_ips["minimal_lightning_ratio"] == pytest.approx(
+            train_ips["minimal_lightning"] / train_ips["bare"]
+        )
+        runs = row["runs"]
+        assert len(runs["pipeline"]) == len(runs["bare"]) == len(runs["minimal"]) == 1
+        # every contender trained the same number of images
+        assert {run["images"] for contender in runs.values() for run in contender} == {
+            3 * row["batch_size"]
+        }
         assert row["epoch_s"]["pipeline"] > 0 and row["peak_rss_mb"] > 0
+        assert row["peak_rss_scope"] == "this row"  # Linux: each row counts its own peak
         assert 0 < row["eval_share_of_full_epoch"] < 1
     assert report["machine"]["cpu"]
     assert "net_1" in result.stdout and "ratio" in result.stdout
+
+
+def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    limits = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "logger=csv"]
+    settings = Settings(
+        precision="bf16-mixed", channels_last=True, accuracy_seeds=2, extra_overrides=limits
+    )
+    check = accuracy_check(settings, synthetic_data_dir, tmp_path)
+    assert check["seeds"] == [42, 43]
+    for label, precision in (("fp32", "32-true"), ("fast", "bf16-mixed")):
+        runs = check[label]["runs"]
+        assert check[label]["precision"] == precision
+        assert [run["seed"] for run in runs] == [42, 43]
+        assert check[label]["test_acc"] == pytest.approx(sum(r["test_acc"] for r in runs) / 2)
+        for run in runs:
+            metrics = json.loads(
+                (tmp_path / f"{label}-seed{run['seed']}" / "metrics.json").read_text()
+            )
+            assert metrics["seed"] == run["seed"] and metrics["steps"] == 3
+            assert metrics["test"]["test/acc"] == pytest.approx(run["test_acc"])
+    differences = [
+        100 * (fast["test_acc"] - fp32["test_acc"])
+        for fp32, fast in zip(check["fp32"]["runs"], check["fast"]["runs"], strict=True)
+    ]
+    assert check["per_seed_difference_points"] == pytest.approx(differences)
+    assert check["test_acc_difference_points"] == pytest.approx(sum(differences) / 2)
 
 
 @pytest.mark.slow

@@ -5,6 +5,11 @@ tensors, in the same batch order, with the same optimizer and numerics; they alt
 (A B, B A, ...) so machine noise hits both. The pipeline is a real `cnnlab.training.train`
 run (Lightning Trainer, cnnlab's DataModule and LightningModule, TensorBoard logging,
 metrics, checkpoints; progress bar off), timed by its own RunHistory callback.
+
+A third contender, the minimal Lightning run, puts the same net, loss, optimizer and
+DataModule in the smallest LightningModule under a Trainer with nothing switched on: the
+gap between it and the bare loop is Lightning's own cost per step, the gap between it and
+the pipeline is what cnnlab adds.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,7 @@ class Row:
     net: str
     data: str  # "mnist" (MNIST-shaped) or "cifar10"
     batch_size: int
-    steps: int  # training steps per measured epoch
+    steps: int | None  # training steps per measured epoch; None = the whole training split
 
 
 DEFAULT_ROWS = (
@@ -63,10 +68,27 @@ class Settings:
     tiny: bool = False  # a few steps on small synthetic data: checks the machinery only
     # Also train one full Fashion-MNIST epoch in fp32 and in `precision` and compare accuracy.
     accuracy_check: bool = False
+    accuracy_seeds: int = 3  # seeds of the accuracy check; each trains two full epochs
     extra_overrides: list[str] = field(default_factory=list)
 
 
+def reset_peak_rss() -> bool:
+    """Restart the peak-memory count (Linux), so each row reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (Linux VmHWM), else of the whole process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -100,7 +122,7 @@ def compose_run(
         f"data.batch_size={row.batch_size}",
         f"paths.data_dir={data_dir}",
         "trainer.max_epochs=1",
-        f"trainer.limit_train_batches={row.steps}",
+        f"trainer.limit_train_batches={'null' if row.steps is None else row.steps}",
         "trainer.num_sanity_val_steps=0",
         f"trainer.precision={settings.precision}",
         f"trainer.accelerator={settings.accelerator}",
@@ -217,6 +239,64 @@ def bare_run(
     return result
 
 
+class MinimalModule(pl.LightningModule):
+    """The least a LightningModule can be: the bare loop's net and optimizer, forward + loss."""
+
+    def __init__(self, loop: BareLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.net = loop.net
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        images, labels = batch
+        if self.loop.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return F.cross_entropy(self.net(images), labels)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.loop.optimizer
+
+
+class _TrainWindow(pl.Callback):
+    """Times the training batches of the epoch, as RunHistory does for the pipeline."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds, self.start = device, 0.0, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _sync(self.device)
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _sync(self.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def minimal_lightning_run(
+    cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int
+) -> dict[str, float]:
+    """Lightning's own floor: no callbacks, logger, metrics, checkpoints or validation."""
+    loop = BareLoop(cfg, datamodule, device)  # same seed, so the same initial weights
+    window = _TrainWindow(device)
+    trainer = pl.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        callbacks=[window],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(MinimalModule(loop), datamodule=datamodule)
+    return {"train_s": window.seconds, "images": trainer.global_step * loop.batch_size}
+
+
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -225,6 +305,8 @@ def bench_row(
     row: Row, settings: Settings, data: dict[str, Any], data_dir: Path, work: Path
 ) -> dict[str, Any]:
     option = data[row.data]["option"]
+    if row.steps is None:
+        raise ValueError(f"benchmark row {row} needs a number of training steps")
     steps = 3 if settings.tiny else row.steps
     row = Row(row.net, row.data, row.batch_size, steps)
     counter = iter(range(10_000))
@@ -232,32 +314,35 @@ def bench_row(
     def cfg_for(test: bool) -> DictConfig:
         return compose_run(row, settings, option, data_dir, work / f"run{next(counter)}", test)
 
+    rss_per_row = reset_peak_rss()
     probe = cfg_for(False)
     apply_runtime_settings(probe)
     datamodule: ImageDataModule = instantiate(probe.data)
     datamodule.setup()
     device = _device(settings.accelerator)
 
-    # Warm-up (one-off costs: allocator, oneDNN kernels), then alternate A B / B A.
-    pipeline_run(cfg_for(False))
-    bare_run(probe, datamodule, device, steps, test=False)
-    pipe_runs: list[dict[str, float]] = []
-    bare_runs: list[dict[str, float]] = []
+    # Each measured run also scores the test split (the evaluation throughput), warm-ups not.
+    contenders: dict[str, Callable[[bool], dict[str, float]]] = {
+        "pipeline": lambda test: pipeline_run(cfg_for(test)),
+        "bare": lambda test: bare_run(probe, datamodule, device, steps, test=test),
+        "minimal": lambda test: minimal_lightning_run(probe, datamodule, device, steps),
+    }
+    # Warm-up (one-off costs: allocator, oneDNN kernels), then alternate A B C / C B A.
+    for run in contenders.values():
+        run(False)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     for rep in range(settings.reps):
-        last = rep == settings.reps - 1
-        contenders = [("pipe", pipe_runs), ("bare", bare_runs)]
-        for name, runs in contenders if rep % 2 == 0 else contenders[::-1]:
-            if name == "pipe":
-                runs.append(pipeline_run(cfg_for(last)))
-            else:
-                runs.append(bare_run(probe, datamodule, device, steps, test=last))
+        for name in list(contenders) if rep % 2 == 0 else list(contenders)[::-1]:
+            runs[name].append(contenders[name](True))
+    pipe_runs, bare_runs = runs["pipeline"], runs["bare"]
 
     images = pipe_runs[0]["images"]
     pipe_ips = images / _median(pipe_runs, "train_s")
     bare_ips = images / _median(bare_runs, "train_s")
+    minimal_ips = images / _median(runs["minimal"], "train_s")
     sizes = {k: len(v[1]) for k, v in datamodule.splits.items()}
-    pipe_test_ips = sizes["test"] / pipe_runs[-1]["test_s"]
-    bare_test_ips = sizes["test"] / bare_runs[-1]["test_s"]
+    pipe_test_ips = sizes["test"] / _median(pipe_runs, "test_s")
+    bare_test_ips = sizes["test"] / _median(bare_runs, "test_s")
     pipe_val_ips = sizes["val"] / _median(pipe_runs, "val_s")
     # Share of evaluation in one full epoch (all training images, then the validation pass).
     full_train_s = sizes["train"] / pipe_ips
@@ -273,6 +358,8 @@ def bench_row(
             "pipeline": pipe_ips,
             "bare": bare_ips,
             "ratio": pipe_ips / bare_ips,
+            "minimal_lightning": minimal_ips,
+            "minimal_lightning_ratio": minimal_ips / bare_ips,
         },
         "epoch_s": {
             "pipeline": _median(pipe_runs, "epoch_s"),
@@ -289,36 +376,58 @@ def bench_row(
         "full_epoch_estimate_s": full_train_s + full_val_s,
         "eval_share_of_full_epoch": full_val_s / (full_train_s + full_val_s),
         "peak_rss_mb": peak_rss_mb(),
-        "runs": {"pipeline": pipe_runs, "bare": bare_runs},
+        "peak_rss_scope": "this row" if rss_per_row else "process so far",
+        "runs": runs,
     }
 
 
 def accuracy_check(settings: Settings, data_dir: Path, work: Path) -> dict[str, Any]:
-    """One full epoch of net_1 on real Fashion-MNIST in fp32 and with `settings.precision`:
-    a faster precision is only worth it if test accuracy stays within half a point."""
-    row = Row("net_1", "mnist", 32, steps=-1)
-    results: dict[str, Any] = {}
-    for label, precision, channels_last in (
-        ("fp32", "32-true", False),
-        ("fast", settings.precision, settings.channels_last),
-    ):
-        variant = Settings(
-            **{**asdict(settings), "precision": precision, "channels_last": channels_last}
-        )
-        cfg = compose_run(row, variant, "fashion_mnist", data_dir, work / label, test=True)
-        cfg.trainer.limit_train_batches = None
-        summary = train(cfg)
-        epoch = summary["history"][0]
+    """One full epoch of net_1 on real Fashion-MNIST in fp32 and with `settings.precision`,
+    for each of `settings.accuracy_seeds` seeds: a faster precision is only worth it if test
+    accuracy stays within half a point. One epoch's accuracy moves by a few tenths of a point
+    with any change in the numerics, so the verdict is the mean of the paired differences."""
+    row = Row("net_1", "mnist", 32, steps=None)
+    variants = {"fp32": ("32-true", False), "fast": (settings.precision, settings.channels_last)}
+    seeds = [42 + i for i in range(settings.accuracy_seeds)]
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
+    for seed in seeds:
+        for label, (precision, channels_last) in variants.items():
+            variant = Settings(
+                **{
+                    **asdict(settings),
+                    "precision": precision,
+                    "channels_last": channels_last,
+                    "extra_overrides": [*settings.extra_overrides, f"seed={seed}"],
+                }
+            )
+            out_dir = work / f"{label}-seed{seed}"
+            cfg = compose_run(row, variant, "fashion_mnist", data_dir, out_dir, test=True)
+            summary = train(cfg)
+            epoch = summary["history"][0]
+            runs[label].append(
+                {
+                    "seed": seed,
+                    "test_acc": summary["test"]["test/acc"],
+                    "train_images_per_s": summary["data_sizes"]["train"] / epoch["time/train_s"],
+                    "epoch_s": epoch["time/epoch_s"],
+                }
+            )
+    results: dict[str, Any] = {"seeds": seeds}
+    for label, (precision, channels_last) in variants.items():
         results[label] = {
             "precision": precision,
             "channels_last": channels_last,
-            "test_acc": summary["test"]["test/acc"],
-            "train_images_per_s": summary["data_sizes"]["train"] / epoch["time/train_s"],
-            "epoch_s": epoch["time/epoch_s"],
+            "test_acc": statistics.mean(r["test_acc"] for r in runs[label]),
+            "train_images_per_s": _median(runs[label], "train_images_per_s"),
+            "epoch_s": _median(runs[label], "epoch_s"),
+            "runs": runs[label],
         }
-    results["test_acc_difference_points"] = 100 * (
-        results["fast"]["test_acc"] - results["fp32"]["test_acc"]
-    )
+    differences = [
+        100 * (fast["test_acc"] - fp32["test_acc"])
+        for fp32, fast in zip(runs["fp32"], runs["fast"], strict=True)
+    ]
+    results["per_seed_difference_points"] = differences
+    results["test_acc_difference_points"] = statistics.mean(differences)
     return results
 
 
@@ -376,28 +485,36 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"CPU: {report['machine']['cpu']}  GPU: {report['machine']['gpu']}  "
         f"torch {report['machine']['torch']}, {report['machine']['threads']} threads",
-        f"{'net':6} {'data':8} {'batch':>5} {'prec':>9} {'train img/s':>23} {'ratio':>6} "
-        f"{'epoch s':>13} {'eval img/s':>21} {'ratio':>6} {'eval%':>6} {'RSS MB':>7}",
-        f"{'':6} {'':8} {'':>5} {'':>9} {'pipeline':>11} {'bare':>11} {'':>6} "
-        f"{'pipe':>6} {'bare':>6} {'pipeline':>10} {'bare':>10}",
+        f"{'net':6} {'data':8} {'batch':>5} {'prec':>9} {'train img/s':>30} {'ratio':>6} "
+        f"{'min.PL':>6} {'epoch s':>13} {'eval img/s':>21} {'ratio':>6} {'eval%':>6} "
+        f"{'RSS MB':>7}",
+        f"{'':6} {'':8} {'':>5} {'':>9} {'pipeline':>10} {'bare':>9} {'min.PL':>9} {'':>6} "
+        f"{'ratio':>6} {'pipe':>6} {'bare':>6} {'pipeline':>10} {'bare':>10}",
     ]
     for r in report["rows"]:
         prec = r["precision"] + ("+cl" if r["channels_last"] else "")
         t, e, v = r["train_images_per_s"], r["epoch_s"], r["eval_images_per_s"]
         lines.append(
-            f"{r['net']:6} {r['data']:8} {r['batch_size']:>5} {prec:>9} {t['pipeline']:>11.0f} "
-            f"{t['bare']:>11.0f} {t['ratio']:>6.3f} {e['pipeline']:>6.2f} {e['bare']:>6.2f} "
+            f"{r['net']:6} {r['data']:8} {r['batch_size']:>5} {prec:>9} {t['pipeline']:>10.0f} "
+            f"{t['bare']:>9.0f} {t['minimal_lightning']:>9.0f} {t['ratio']:>6.3f} "
+            f"{t['minimal_lightning_ratio']:>6.3f} {e['pipeline']:>6.2f} {e['bare']:>6.2f} "
             f"{v['pipeline']:>10.0f} {v['bare']:>10.0f} {v['ratio']:>6.3f} "
             f"{100 * r['eval_share_of_full_epoch']:>5.1f}% {r['peak_rss_mb']:>7.0f}"
         )
+    lines.append(
+        "ratio = pipeline / bare; min.PL = the same net and data in a minimal LightningModule "
+        "(Lightning's own cost per step)"
+    )
     check = report.get("accuracy_check")
     if check:
         fp32, fast = check["fp32"], check["fast"]
         layout = "+channels_last" if fast["channels_last"] else ""
+        per_seed = ", ".join(f"{d:+.2f}" for d in check["per_seed_difference_points"])
         lines.append(
-            f"Fashion-MNIST, net_1, one full epoch: fp32 test acc {fp32['test_acc']:.4f} "
-            f"({fp32['train_images_per_s']:.0f} img/s); {fast['precision']}{layout} test acc "
-            f"{fast['test_acc']:.4f} ({fast['train_images_per_s']:.0f} img/s); difference "
-            f"{check['test_acc_difference_points']:+.2f} points"
+            f"Fashion-MNIST, net_1, one full epoch, seeds {check['seeds']}: fp32 mean test acc "
+            f"{fp32['test_acc']:.4f} ({fp32['train_images_per_s']:.0f} img/s); "
+            f"{fast['precision']}{layout} {fast['test_acc']:.4f} "
+            f"({fast['train_images_per_s']:.0f} img/s); difference "
+            f"{check['test_acc_difference_points']:+.2f} points (per seed {per_seed})"
         )
     return "\n".join(lines)
