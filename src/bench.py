@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="trainer.precision, e.g. bf16-mixed")
     parser.add_argument("--channels-last", action="store_true", help="NHWC layout for both")
     parser.add_argument("--optimizer", default="adadelta", help="an option of conf/optimizer/")
-    parser.add_argument("--reps", type=int, default=3, help="measured epochs per contender")
+    parser.add_argument("--reps", type=int, default=5, help="measured epochs per contender")
     parser.add_argument(
         "--rows",
         default="all",

@@ -126,6 +126,11 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert train_ips["minimal_lightning_ratio"] == pytest.approx(
             train_ips["minimal_lightning"] / train_ips["bare"]
         )
+        # one rep: the best run is the median run
+        assert row["estimate"] == "best of 1 alternating runs"
+        for name, median in row["train_images_per_s_median"].items():
+            key = "minimal_lightning" if name == "minimal" else name
+            assert median == pytest.approx(train_ips[key])
         runs = row["runs"]
         assert len(runs["pipeline"]) == len(runs["bare"]) == len(runs["minimal"]) == 1
         # every contender trained the same number of images
