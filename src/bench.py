@@ -60,8 +60,8 @@ def main() -> None:
         accuracy_check=args.accuracy_check,
         accuracy_seeds=args.accuracy_seeds,
     )
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("cnnlab").setLevel(logging.WARNING)
+    for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     report = run_benchmark(rows, settings, out)
     print(format_table(report))
