@@ -54,8 +54,8 @@ class Row:
 DEFAULT_ROWS = (
     Row("net_1", "mnist", 32, 300),
     Row("net_2", "mnist", 32, 300),
-    Row("net_1", "cifar10", 128, 40),
-    Row("net_2", "cifar10", 128, 40),
+    Row("net_1", "cifar10", 128, 100),
+    Row("net_2", "cifar10", 128, 100),
 )
 
 
