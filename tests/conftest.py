@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -49,6 +51,11 @@ def only(pattern: str, folder: Path) -> Path:
     return found[0]
 
 
+def metrics_of(run_dir: Path) -> dict[str, Any]:
+    """A run's `metrics.json` record."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def run_cli(
     script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -63,3 +70,22 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def run_sweep(
+    data_dir: Path, log_dir: Path, *overrides: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`python src/train.py -m <overrides>` writing under `log_dir`; the result and the
+    sweep's folder (its single `train/multiruns/*`)."""
+    result = run_cli(
+        "train.py",
+        "-m",
+        *overrides,
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={log_dir}",
+        env=env,
+    )
+    sweeps = sorted(log_dir.glob("train/multiruns/*"))
+    found = f"expected one sweep in {log_dir}, found {sweeps}"
+    assert len(sweeps) == 1, f"{found}:\n{result.stderr[-3000:]}"
+    return result, sweeps[0]

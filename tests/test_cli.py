@@ -7,7 +7,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import only, run_cli
+from conftest import only, run_cli, run_sweep
 
 FAST = ["debug=fast", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2"]
 
@@ -76,16 +76,13 @@ def test_evaluate_reproduces_the_runs_test_accuracy(trained_run: Path, tmp_path:
 def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "optimizer=adadelta,adam,adagrad",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = only("train/multiruns/*", tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1", "2"]
     for job, optimizer in zip(jobs, ["adadelta", "adam", "adagrad"], strict=True):
@@ -142,17 +139,14 @@ def test_unknown_option_lists_the_available_ones(tmp_path: Path) -> None:
 def test_a_failing_job_keeps_the_others_and_fails_the_sweep(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "data.val_fraction=0.1,1.5",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
     assert result.returncode != 0
     assert "1 job(s) of the sweep did not complete" in result.stderr
-    sweep = only("train/multiruns/*", tmp_path)
     good = json.loads(only("0_*/metrics.json", sweep).read_text())
     bad = json.loads(only("1_*/metrics.json", sweep).read_text())
     assert good["status"] == "completed" and good["test"]["test/acc"] >= 0

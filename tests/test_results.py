@@ -20,7 +20,7 @@ from cnnlab.data import MNISTDataModule
 from cnnlab.metrics import ConfusionMatrix
 from cnnlab.module import ImageClassifier
 from cnnlab.report import build_report
-from conftest import run_cli
+from conftest import metrics_of, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OPTIMIZERS = ["adadelta", "adam", "adagrad"]
@@ -53,10 +53,6 @@ def sweep(synthetic_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _job_number(folder: Path) -> int:
     return int(folder.name.split("_", 1)[0])
-
-
-def _metrics(job: Path) -> dict[str, Any]:
-    return json.loads((job / "metrics.json").read_text())
 
 
 def _completed(sweep: dict[str, Any]) -> list[Path]:
@@ -103,11 +99,11 @@ def test_a_sweep_with_a_failed_job_still_writes_its_report_then_fails(
     assert len(sweep["jobs"]) == 6
 
 
-def test_report_table_rows_match_each_runs_metrics(sweep: dict[str, Any]) -> None:
+def test_report_table_rows_match_each_runsmetrics_of(sweep: dict[str, Any]) -> None:
     rows = _table((sweep["folder"] / "report.md").read_text())
     assert set(rows) == {job.name for job in sweep["jobs"]}
     for job in _completed(sweep):
-        metrics, row = _metrics(job), rows[job.name]
+        metrics, row = metrics_of(job), rows[job.name]
         assert metrics["status"] == row["status"] == "completed"
         assert f"optimizer={metrics['choices']['optimizer']}" in row["overrides"]
         assert "paths." not in row["overrides"] and "max_epochs" not in row["overrides"]
@@ -141,7 +137,7 @@ def test_report_figures_exist_and_are_valid_pngs(sweep: dict[str, Any]) -> None:
 
 def test_report_best_run_has_the_highest_validation_accuracy(sweep: dict[str, Any]) -> None:
     report = (sweep["folder"] / "report.md").read_text()
-    runs = [(job, _metrics(job)) for job in _completed(sweep)]
+    runs = [(job, metrics_of(job)) for job in _completed(sweep)]
     best_acc = max(m["best"]["val/acc"] for _, m in runs)
     best_job, best = next((j, m) for j, m in runs if m["best"]["val/acc"] == best_acc)
     section = _section(report, "Best run by validation accuracy")
@@ -162,9 +158,9 @@ def test_failed_jobs_appear_in_the_report_as_failed(sweep: dict[str, Any]) -> No
 
 
 # -- what each run leaves ------------------------------------------------------------------------
-def test_run_matrices_agree_with_the_runs_own_metrics(sweep: dict[str, Any]) -> None:
+def test_run_matrices_agree_with_the_runs_ownmetrics_of(sweep: dict[str, Any]) -> None:
     for job in _completed(sweep):
-        metrics = _metrics(job)
+        metrics = metrics_of(job)
         confusion = json.loads((job / "confusion.json").read_text())
         epoch = metrics["best"]["epoch"]
         assert confusion["epoch"] == epoch and confusion["class_names"] == metrics["class_names"]
@@ -199,7 +195,7 @@ def test_test_matrix_equals_a_direct_count_of_the_checkpoints_predictions(
     sweep: dict[str, Any],
 ) -> None:
     job = _completed(sweep)[1]
-    metrics = _metrics(job)
+    metrics = metrics_of(job)
     model = ImageClassifier.load_from_checkpoint(metrics["best"]["checkpoint"], map_location="cpu")
     datamodule = MNISTDataModule(data_dir=sweep["data_dir"])
     datamodule.setup()
@@ -224,7 +220,7 @@ def test_tensorboard_shows_the_curves_and_the_confusion_matrices(sweep: dict[str
 
 # -- the report builder on a synthetic sweep folder ------------------------------------------------
 def _edit(job: Path, val_acc: float, test_acc: float) -> None:
-    metrics = _metrics(job)
+    metrics = metrics_of(job)
     metrics["best"]["val/acc"] = val_acc
     metrics["test"]["test/acc"] = test_acc
     (job / "metrics.json").write_text(json.dumps(metrics))

@@ -7,7 +7,6 @@ a learning rate that really produces NaN, two runs launched at once.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, metrics_of, only, run_cli, run_sweep
 
 # A run long enough to be interrupted in its third or fourth epoch, short enough for CI.
 RESUMABLE = [
@@ -72,16 +71,6 @@ def wait_for(found: Callable[[], Path | None], proc: subprocess.Popen[str]) -> P
             pytest.fail(f"the run ended (rc={proc.returncode}) before the awaited file:\n{err}")
         time.sleep(0.02)
     pytest.fail("timed out waiting for the run")
-
-
-def only(pattern: str, folder: Path) -> Path:
-    found = sorted(folder.glob(pattern))
-    assert len(found) == 1, f"expected one {pattern} in {folder}, found {found}"
-    return found[0]
-
-
-def metrics_of(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def results(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -283,18 +272,15 @@ def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(
 
 
 def test_a_diverged_job_does_not_stop_the_sweep(synthetic_data_dir: Path, tmp_path: Path) -> None:
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "optimizer=adagrad",
         "optimizer.lr=1e8,0.01",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *QUICK,
     )
     assert result.returncode != 0
     assert "1 job(s) of the sweep did not complete" in result.stderr
-    sweep = only("train/multiruns/*", tmp_path)
     diverged, good = metrics_of(only("0_*", sweep)), metrics_of(only("1_*", sweep))
     assert diverged["status"] == "diverged" and diverged["diverged_at"]["epoch"] == 0
     assert "Training diverged with Adagrad, lr 1e+08" in diverged["error"]

@@ -6,7 +6,6 @@ synthetic data; they need cnnlab's `sweep` extra (part of the dev install).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from cnnlab.evaluation import load_checkpoint_config
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import missing_plugin_message, parallel_jobs, threads_per_job
 from cnnlab.synthetic import write_cifar10, write_idx_dataset
-from conftest import CONF_DIR, ROOT, only, run_cli
+from conftest import CONF_DIR, ROOT, metrics_of, only, run_cli, run_sweep
 
 FAST = [
     "debug=fast",
@@ -36,10 +35,6 @@ FAST = [
     "trainer.limit_val_batches=2",
     "callbacks.progress_bar.enabled=false",
 ]
-
-
-def _metrics(job: Path) -> dict:
-    return json.loads((job / "metrics.json").read_text())
 
 
 def _log_times(log_file: Path) -> tuple[datetime, datetime]:
@@ -59,24 +54,21 @@ def test_joblib_runs_two_jobs_side_by_side_each_with_its_share(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         "optimizer=adam,adagrad",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
         # GPUs named by CUDA_VISIBLE_DEVICES are handed out one per job worker; on a machine
         # without them the names are only recorded (training stays on the CPU).
         env={"CUDA_VISIBLE_DEVICES": "7,9"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = only("train/multiruns/*", tmp_path)
     jobs = [only("0_*", sweep), only("1_*", sweep)]
     for job, optimizer in zip(jobs, ["adam", "adagrad"], strict=True):
-        metrics = _metrics(job)
+        metrics = metrics_of(job)
         assert metrics["status"] == "completed" and metrics["choices"]["optimizer"] == optimizer
         assert 0.0 <= metrics["test"]["test/acc"] <= 1.0 and metrics["best"]["val/acc"] >= 0
         assert (job / ".hydra" / "config.yaml").is_file()
@@ -225,7 +217,7 @@ def test_ddp_cpu_accuracy_is_over_the_whole_validation_set(
 
     run = only("train/runs/*", tmp_path)
     assert (run / "train_ddp_process_1.log").is_file()
-    metrics = _metrics(run)
+    metrics = metrics_of(run)
     assert metrics["status"] == "completed" and metrics["data_sizes"]["val"] == 57
     assert len(list((run / "checkpoints").glob("*.ckpt"))) == 2  # best and last, once
 
@@ -240,19 +232,16 @@ def test_ddp_cpu_accuracy_is_over_the_whole_validation_set(
 def test_ddp_jobs_of_a_sequential_sweep_stay_in_their_folders(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "trainer=ddp_cpu",
         "optimizer=adam,sgd",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = only("train/multiruns/*", tmp_path)
     for job in (only("0_*", sweep), only("1_*", sweep)):
-        assert _metrics(job)["status"] == "completed"
+        assert metrics_of(job)["status"] == "completed"
         assert (job / "train_ddp_process_1.log").is_file()
     assert not (tmp_path / "train" / "runs").exists()  # no rank ran a run of its own
 
@@ -273,7 +262,7 @@ def test_ddp_inside_a_joblib_job_is_refused_clearly(
     )
     assert result.returncode != 0
     assert "cannot start inside a job of JoblibLauncher" in result.stderr
-    record = _metrics(only("train/multiruns/*/0_*", tmp_path))
+    record = metrics_of(only("train/multiruns/*/0_*", tmp_path))
     assert record["status"] == "failed" and "hydra/launcher=slurm" in record["error"]
 
 
@@ -297,21 +286,18 @@ def test_optuna_search_of_three_trials_records_the_best(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.sampler.seed=7",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = only("train/multiruns/*", tmp_path)
     trials = sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
     assert len(trials) == 3
-    records = [_metrics(job) for job in trials]
+    records = [metrics_of(job) for job in trials]
     assert all(r["status"] == "completed" for r in records)
     assert {r["choices"]["optimizer"] for r in records} <= {"adadelta", "adam", "adagrad"}
     assert {r["batch_size"] for r in records} <= {32, 64, 128, 256}
@@ -329,19 +315,16 @@ def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=3",
         "data.val_fraction=choice(0.1,1.5)",  # 1.5 is invalid: those trials fail
         "seed=42",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
-    sweep = only("train/multiruns/*", tmp_path)
-    records = [_metrics(job) for job in sorted(sweep.glob("*_*")) if job.is_dir()]
+    records = [metrics_of(job) for job in sorted(sweep.glob("*_*")) if job.is_dir()]
     statuses = sorted(r["status"] for r in records)
     assert len(records) == 3 and "failed" in statuses and "completed" in statuses, statuses
     assert result.returncode != 0 and "did not complete" in result.stderr
@@ -356,19 +339,16 @@ def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(
 
 def test_submitit_local_runs_a_one_job_sweep(synthetic_data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = run_cli(
-        "train.py",
-        "-m",
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=5",
         "optimizer=adam",
-        f"paths.data_dir={synthetic_data_dir}",
-        f"paths.log_dir={tmp_path}",
         *FAST,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = only("train/multiruns/*", tmp_path)
-    metrics = _metrics(only("0_*", sweep))
+    metrics = metrics_of(only("0_*", sweep))
     assert metrics["status"] == "completed" and metrics["choices"]["optimizer"] == "adam"
     assert list((sweep / ".submitit").glob("*/*_log.out"))  # submitit's own job logs
 
