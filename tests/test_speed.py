@@ -1,6 +1,8 @@
 """The fast path trains the same maths as a bare loop, and the benchmark's machinery works."""
 
 import json
+import resource
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +13,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.profilers import SimpleProfiler
 
+from cnnlab import training
 from cnnlab.bench import BareLoop, Settings, accuracy_check
+from cnnlab.cpu_memory import keep_freed_memory, release_freed_memory
 from cnnlab.data import MNISTDataModule
+from cnnlab.lightning_overhead import NoProfiler
+from cnnlab.module import ImageClassifier
 from cnnlab.training import train
 from conftest import run_cli
 
@@ -84,6 +91,79 @@ def _fake_trainer(device: str) -> Any:
     """The attributes a datamodule reads from its Trainer, on a device of our choosing."""
     strategy = types.SimpleNamespace(root_device=torch.device(device))
     return types.SimpleNamespace(strategy=strategy, world_size=1, global_rank=0)
+
+
+def test_lightnings_hook_bookkeeping_skips_the_module_registries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ImageClassifier({"_target_": "cnnlab.nets.net_1"}, [1, 28, 28], 10)
+    head = torch.nn.Linear(2, 2)
+    registry_checks: list[str] = []
+    module_setattr = torch.nn.Module.__setattr__
+
+    def counting_setattr(self: torch.nn.Module, name: str, value: Any) -> None:
+        registry_checks.append(name)
+        module_setattr(self, name, value)
+
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", counting_setattr)
+    model._current_fx_name = "training_step"  # what Lightning does around every hook
+    assert model._current_fx_name == "training_step" and registry_checks == []
+    # Anything else still goes through nn.Module: submodules and parameters get registered.
+    model.head = head
+    assert registry_checks == ["head"] and "head" in dict(model.named_children())
+
+
+class ProfilerSpy(pl.Callback):
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.profiler = trainer.profiler
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"), [(None, NoProfiler), ("trainer.profiler=simple", SimpleProfiler)]
+)
+def test_no_profiling_costs_nothing_per_hook_and_a_profiler_can_still_be_chosen(
+    compose_cfg: Callable[..., DictConfig],
+    synthetic_data_dir: Path,
+    override: str | None,
+    expected: type,
+) -> None:
+    overrides = _short_run("optimizer=adam", synthetic_data_dir, steps=2)
+    cfg = compose_cfg([*overrides, override] if override else overrides)
+    spy = ProfilerSpy()
+    train(cfg, extra_callbacks=[spy])
+    assert type(spy.profiler) is expected
+    if expected is NoProfiler:
+        # one shared no-op context, not a generator per hook call
+        assert spy.profiler.profile("a") is spy.profiler.profile("b")
+        with spy.profiler.profile("training_step"):
+            pass
+    else:
+        assert spy.profiler.recorded_durations["run_training_batch"]  # it measured the steps
+
+
+def _page_faults_of_a_fresh_64mb_tensor() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)  # 64 MB, every page written, then freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_freed_tensor_memory_is_reused_without_faulting_its_pages_in_again() -> None:
+    assert keep_freed_memory()
+    _page_faults_of_a_fresh_64mb_tensor()  # the heap grows once
+    # glibc's default maps a block this size afresh every time: 16,384 page faults
+    assert _page_faults_of_a_fresh_64mb_tensor() < 1_000
+    assert release_freed_memory()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_runs_keep_freed_cpu_memory_unless_configured_not_to(
+    compose_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, keep: bool
+) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
+    training.apply_runtime_settings(compose_cfg([f"keep_freed_cpu_memory={str(keep).lower()}"]))
+    assert calls == ([True] if keep else [])
 
 
 def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(

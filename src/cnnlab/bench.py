@@ -34,6 +34,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from cnnlab.cpu_memory import release_freed_memory
 from cnnlab.data import ImageDataModule, IndexBatchSampler
 from cnnlab.preprocessing import normalize_tensor
 from cnnlab.synthetic import write_cifar10, write_idx_dataset
@@ -323,6 +324,7 @@ def bench_row(
     def cfg_for(test: bool) -> DictConfig:
         return compose_run(row, settings, option, data_dir, work / f"run{next(counter)}", test)
 
+    release_freed_memory()  # what earlier rows' runs left for reuse is not this row's peak
     rss_per_row = reset_peak_rss()
     probe = cfg_for(False)
     apply_runtime_settings(probe)

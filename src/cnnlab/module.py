@@ -18,6 +18,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+from cnnlab.lightning_overhead import CheapHookBookkeeping
 from cnnlab.metrics import ConfusionMatrix
 from cnnlab.nets import count_parameters
 
@@ -41,14 +42,15 @@ class SampleMean(Metric):
         self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, batch_mean: torch.Tensor, batch_size: int) -> None:
-        self.total += batch_mean.detach().float() * batch_size
-        self.count += batch_size
+        # In place: `+=` would also re-assign the state through nn.Module.__setattr__.
+        self.total.add_(batch_mean.detach().float(), alpha=batch_size)
+        self.count.add_(batch_size)
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count
 
 
-class ImageClassifier(pl.LightningModule):
+class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
     """Cross-entropy on logits with torchmetrics accuracy; per-epoch train/val/test metrics.
 
     Every metric is counted on the device inside the steps and logged once, at its epoch's

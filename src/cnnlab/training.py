@@ -23,9 +23,11 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.callbacks import ConfigInCheckpoint, RunHistory
 from cnnlab.config import to_plain, validate_train_config
+from cnnlab.cpu_memory import keep_freed_memory
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.guards import StopOnSignal
+from cnnlab.lightning_overhead import NoProfiler
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.preflight import check_before_fit
@@ -80,7 +82,9 @@ def _hparams_for_dashboard(cfg: DictConfig, choices: dict[str, Any]) -> dict[str
 
 
 def apply_runtime_settings(cfg: DictConfig) -> None:
-    """Process-wide numerics switches that decide speed (see README, "Speed")."""
+    """Process-wide numerics and memory switches that decide speed (see README, "Speed")."""
+    if cfg.get("keep_freed_cpu_memory", True):
+        keep_freed_memory()
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
 
@@ -132,6 +136,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         logger=loggers or False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        profiler=cfg.trainer.get("profiler") or NoProfiler(),
     )
     check_ddp_settings(cfg, trainer)
 
