@@ -224,7 +224,7 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert "net_1" in result.stdout and "ratio" in result.stdout
 
 
-def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed(
+def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed_in_both_layouts(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     limits = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "logger=csv"]
@@ -233,9 +233,17 @@ def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed(
     )
     check = accuracy_check(settings, synthetic_data_dir, tmp_path)
     assert check["seeds"] == [42, 43]
-    for label, precision in (("fp32", "32-true"), ("fast", "bf16-mixed")):
+    variants = {
+        "fp32": ("32-true", False),
+        "fast": ("bf16-mixed", True),
+        "fp32_same_layout": ("32-true", True),  # the layout's rounding without bf16
+    }
+    for label, (precision, channels_last) in variants.items():
         runs = check[label]["runs"]
-        assert check[label]["precision"] == precision
+        assert (check[label]["precision"], check[label]["channels_last"]) == (
+            precision,
+            channels_last,
+        )
         assert [run["seed"] for run in runs] == [42, 43]
         assert check[label]["test_acc"] == pytest.approx(sum(r["test_acc"] for r in runs) / 2)
         for run in runs:
@@ -244,12 +252,13 @@ def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed(
             )
             assert metrics["seed"] == run["seed"] and metrics["steps"] == 3
             assert metrics["test"]["test/acc"] == pytest.approx(run["test_acc"])
-    differences = [
-        100 * (fast["test_acc"] - fp32["test_acc"])
-        for fp32, fast in zip(check["fp32"]["runs"], check["fast"]["runs"], strict=True)
-    ]
-    assert check["per_seed_difference_points"] == pytest.approx(differences)
-    assert check["test_acc_difference_points"] == pytest.approx(sum(differences) / 2)
+    for baseline, suffix in (("fp32", ""), ("fp32_same_layout", "_to_same_layout")):
+        differences = [
+            100 * (fast["test_acc"] - base["test_acc"])
+            for base, fast in zip(check[baseline]["runs"], check["fast"]["runs"], strict=True)
+        ]
+        assert check[f"per_seed_difference{suffix}_points"] == pytest.approx(differences)
+        assert check[f"test_acc_difference{suffix}_points"] == pytest.approx(sum(differences) / 2)
 
 
 @pytest.mark.slow

@@ -402,9 +402,15 @@ def accuracy_check(settings: Settings, data_dir: Path, work: Path) -> dict[str, 
     """One full epoch of net_1 on real Fashion-MNIST in fp32 and with `settings.precision`,
     for each of `settings.accuracy_seeds` seeds: a faster precision is only worth it if test
     accuracy stays within half a point. One epoch's accuracy moves by a few tenths of a point
-    with any change in the numerics, so the verdict is the mean of the paired differences."""
+    with any change in the numerics, so the verdict is the mean of the paired differences.
+
+    With channels_last, fp32 also trains in that layout (`fp32_same_layout`): the same
+    maths summed in another order, which shows how much of the difference is the layout's
+    rounding alone and how much is the precision's."""
     row = Row("net_1", "mnist", 32, steps=None)
     variants = {"fp32": ("32-true", False), "fast": (settings.precision, settings.channels_last)}
+    if settings.channels_last:
+        variants["fp32_same_layout"] = ("32-true", True)
     seeds = [42 + i for i in range(settings.accuracy_seeds)]
     runs: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
     for seed in seeds:
@@ -440,12 +446,19 @@ def accuracy_check(settings: Settings, data_dir: Path, work: Path) -> dict[str, 
             "epoch_s": _median(runs[label], "epoch_s"),
             "runs": runs[label],
         }
-    differences = [
-        100 * (fast["test_acc"] - fp32["test_acc"])
-        for fp32, fast in zip(runs["fp32"], runs["fast"], strict=True)
-    ]
-    results["per_seed_difference_points"] = differences
-    results["test_acc_difference_points"] = statistics.mean(differences)
+
+    def differences_to(baseline: str) -> list[float]:
+        return [
+            100 * (fast["test_acc"] - base["test_acc"])
+            for base, fast in zip(runs[baseline], runs["fast"], strict=True)
+        ]
+
+    results["per_seed_difference_points"] = differences_to("fp32")
+    results["test_acc_difference_points"] = statistics.mean(differences_to("fp32"))
+    if "fp32_same_layout" in runs:
+        same_layout = differences_to("fp32_same_layout")
+        results["per_seed_difference_to_same_layout_points"] = same_layout
+        results["test_acc_difference_to_same_layout_points"] = statistics.mean(same_layout)
     return results
 
 
@@ -536,4 +549,15 @@ def format_table(report: dict[str, Any]) -> str:
             f"({fast['train_images_per_s']:.0f} img/s); difference "
             f"{check['test_acc_difference_points']:+.2f} points (per seed {per_seed})"
         )
+        if "fp32_same_layout" in check:
+            same = check["fp32_same_layout"]
+            per_seed = ", ".join(
+                f"{d:+.2f}" for d in check["per_seed_difference_to_same_layout_points"]
+            )
+            lines.append(
+                f"fp32 in the same layout (channels_last, other rounding only): "
+                f"{same['test_acc']:.4f}; {fast['precision']} against it "
+                f"{check['test_acc_difference_to_same_layout_points']:+.2f} points "
+                f"(per seed {per_seed})"
+            )
     return "\n".join(lines)
