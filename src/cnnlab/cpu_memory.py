@@ -4,9 +4,9 @@ PyTorch allocates CPU tensors with the C library's malloc and has no caching all
 CPU. glibc hands large blocks back to the operating system when they are freed (an
 `munmap`, or a trim of the heap's top), so the next step's tensors of the same size fault
 their pages in again, one 4 KB page at a time. On the development machine that was
-300,000 page faults per 400 training steps of net_2 (about 1 ms of a 9 ms step, in
-Adadelta's temporaries and the forward pass's activations) and made validation passes
-three times slower; whether it happens depends on where earlier allocations left the
+180,000-340,000 page faults per 400 training steps of net_2 (about 1 ms of a 9 ms step,
+in Adadelta's temporaries and the forward pass's activations) and made validation passes
+up to 3x slower; whether it happens depends on where earlier allocations left the
 heap's top, so it also made timings swing between runs of the same code.
 
 Keeping freed memory (no `mmap` per large block, no trim below 1 GiB of free top) is what
