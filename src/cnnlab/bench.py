@@ -9,7 +9,7 @@ metrics, checkpoints; progress bar off), timed by its own RunHistory callback.
 A third contender, the minimal Lightning run, puts the same net, loss, optimizer and
 DataModule in the smallest LightningModule under a Trainer with nothing switched on: the
 gap between it and the bare loop is Lightning's own cost per step, the gap between it and
-the pipeline is what cnnlab adds.
+the pipeline is what cnnlab adds (or saves: it trims some of Lightning's bookkeeping).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Settings:
     tiny: bool = False  # a few steps on small synthetic data: checks the machinery only
     # Also train one full Fashion-MNIST epoch in fp32 and in `precision` and compare accuracy.
     accuracy_check: bool = False
-    accuracy_seeds: int = 3  # seeds of the accuracy check; each trains two full epochs
+    accuracy_seeds: int = 3  # seeds of the accuracy check; each trains 2 full epochs (3 with cl)
     extra_overrides: list[str] = field(default_factory=list)
 
 
