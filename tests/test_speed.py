@@ -1,6 +1,8 @@
 """The fast path trains the same maths as a bare loop, and the benchmark's machinery works."""
 
+import ctypes
 import json
+import os
 import resource
 import sys
 import types
@@ -19,7 +21,7 @@ from cnnlab import training
 from cnnlab.bench import BareLoop, Settings, accuracy_check
 from cnnlab.cpu_memory import keep_freed_memory, release_freed_memory
 from cnnlab.data import MNISTDataModule
-from cnnlab.lightning_overhead import NoProfiler
+from cnnlab.lightning_overhead import NoProfiler, skip_unavailable_nvml_check
 from cnnlab.module import ImageClassifier
 from cnnlab.training import train
 from conftest import run_cli
@@ -164,6 +166,46 @@ def test_runs_keep_freed_cpu_memory_unless_configured_not_to(
     monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
     training.apply_runtime_settings(compose_cfg([f"keep_freed_cpu_memory={str(keep).lower()}"]))
     assert calls == ([True] if keep else [])
+
+
+def _fake_nvml(monkeypatch: pytest.MonkeyPatch, installed: bool) -> list[str]:
+    """Stands in for the NVIDIA driver's NVML library; returns the attempts to load it."""
+    attempts: list[str] = []
+    real_cdll = ctypes.CDLL
+
+    def cdll(name: str | None, *args: Any, **kwargs: Any) -> Any:
+        if name != "libnvidia-ml.so.1":
+            return real_cdll(name, *args, **kwargs)
+        attempts.append(name)
+        if not installed:
+            raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+        return types.SimpleNamespace()
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning does
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return attempts
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="a CPU-only torch never asks NVML")
+def test_without_nvml_the_cuda_check_stops_loading_it_every_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts = _fake_nvml(monkeypatch, installed=False)
+    available = torch.cuda.is_available()
+    assert len(attempts) == 1  # each call (every optimizer step) tries to load NVML again
+    assert skip_unavailable_nvml_check()
+    assert len(attempts) == 2  # its own probe
+    assert [torch.cuda.is_available() for _ in range(3)] == [available] * 3  # same answer
+    assert len(attempts) == 2  # ...without loading NVML
+    assert not skip_unavailable_nvml_check()  # once is enough
+
+
+def test_with_nvml_the_fork_safe_cuda_check_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts = _fake_nvml(monkeypatch, installed=True)
+    assert not skip_unavailable_nvml_check()
+    assert attempts == ["libnvidia-ml.so.1"] or not torch.backends.cuda.is_built()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
 
 
 def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(

@@ -27,7 +27,7 @@ from cnnlab.cpu_memory import keep_freed_memory
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.guards import StopOnSignal
-from cnnlab.lightning_overhead import NoProfiler
+from cnnlab.lightning_overhead import NoProfiler, skip_unavailable_nvml_check
 from cnnlab.module import ImageClassifier
 from cnnlab.parallel import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.preflight import check_before_fit
@@ -85,6 +85,7 @@ def apply_runtime_settings(cfg: DictConfig) -> None:
     """Process-wide numerics and memory switches that decide speed (see README, "Speed")."""
     if cfg.get("keep_freed_cpu_memory", True):
         keep_freed_memory()
+    skip_unavailable_nvml_check()
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
 
