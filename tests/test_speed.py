@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.profilers import SimpleProfiler
 
 from cnnlab import training
-from cnnlab.bench import BareLoop, Settings, accuracy_check
+from cnnlab.bench import BareLoop, Settings, StepPhases, accuracy_check
 from cnnlab.cpu_memory import keep_freed_memory, release_freed_memory
 from cnnlab.data import MNISTDataModule
 from cnnlab.lightning_overhead import NoProfiler, skip_unavailable_nvml_check
@@ -226,6 +226,28 @@ def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(
     assert auto.splits["train"][0].device.type == "cpu"
 
 
+def test_step_phases_are_medians_over_steps_and_rest_is_the_remainder() -> None:
+    phases = StepPhases()
+    for step in range(StepPhases.SKIP_STEPS + 3):
+        t = 10.0 * step  # seconds
+        slow = 1.0 if step == StepPhases.SKIP_STEPS else 0.0  # one noisy step: not the median
+        for name, at in (
+            ("start", t),
+            ("forward", t + 0.5),  # the batch
+            ("forward_end", t + 2.5 + slow),
+            ("backward", t + 3.0 + slow),  # zero_grad
+            ("backward_end", t + 6.0 + slow),
+            ("optimizer", t + 6.5 + slow),  # the loop's own code
+            ("end", t + 8.0 + slow),
+        ):
+            phases.mark(name, at)
+    phases.mark("start", 1e6)  # an unfinished step (the epoch ended): not counted
+    assert phases.medians_ms() == pytest.approx(
+        {"forward": 2000, "backward": 3000, "optimizer": 1500, "rest": 1500, "step": 8000}
+    )
+    assert StepPhases().medians_ms() == {}
+
+
 def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = run_cli("bench.py", "--tiny", "--reps", "1", "--out", str(out), timeout=600)
@@ -262,7 +284,13 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert row["epoch_s"]["pipeline"] > 0 and row["peak_rss_mb"] > 0
         assert row["peak_rss_scope"] == "this row"  # Linux: each row counts its own peak
         assert 0 < row["eval_share_of_full_epoch"] < 1
+        for loop in ("bare", "minimal"):  # each loop's step, split into its phases
+            phases = row["step_ms_median"][loop]
+            assert set(phases) == {"forward", "backward", "optimizer", "rest", "step"}
+            assert all(phases[name] > 0 for name in ("forward", "backward", "optimizer", "step"))
+            assert phases["rest"] < phases["step"]
     assert report["machine"]["cpu"]
+    assert "min.PL" in result.stdout and "optimizer" in result.stdout  # the phase table
     assert "net_1" in result.stdout and "ratio" in result.stdout
 
 

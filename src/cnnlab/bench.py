@@ -160,6 +160,50 @@ def pipeline_run(cfg: DictConfig) -> dict[str, float]:
     return result
 
 
+class StepPhases:
+    """Per-step timestamps of a training loop, reduced to median milliseconds per phase.
+
+    forward, backward and optimizer are the same kernels in every contender; `rest` is the
+    step's remainder: fetching and normalising the batch, zero_grad and the loop's own code.
+    In a Lightning run the phases are delimited by its hooks, so `optimizer` also holds the
+    loop's code between the update and `on_train_batch_end`.
+    Medians over steps are robust to the noise bursts that move whole-run totals. On CPU
+    each op has finished when it returns, so the marks need no synchronisation (timings on
+    a GPU would need one per mark; `_sync` runs only at epoch boundaries).
+    """
+
+    ORDER = ("start", "forward", "forward_end", "backward", "backward_end", "optimizer", "end")
+    SKIP_STEPS = 5  # first steps: one-off costs (allocator growth, oneDNN kernel choice)
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def mark(self, name: str, at: float | None = None) -> None:
+        if name == "start":
+            self.steps.append({})
+        if self.steps:
+            self.steps[-1][name] = time.perf_counter() if at is None else at
+
+    def medians_ms(self) -> dict[str, float]:
+        spans = {
+            "forward": ("forward", "forward_end"),
+            "backward": ("backward", "backward_end"),
+            "optimizer": ("optimizer", "end"),
+        }
+        per_step: dict[str, list[float]] = {name: [] for name in (*spans, "rest", "step")}
+        for marks in self.steps[min(self.SKIP_STEPS, len(self.steps) // 2) :]:
+            if "end" not in marks:
+                continue
+            step = marks["end"] - marks["start"]
+            parts = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
+            parts.update(rest=step - sum(parts.values()), step=step)
+            for name, seconds in parts.items():
+                per_step[name].append(1000 * seconds)
+        if not per_step["step"]:
+            return {}
+        return {name: statistics.median(values) for name, values in per_step.items()}
+
+
 class BareLoop:
     """An idiomatic PyTorch loop: forward, loss, backward, step; same tensors and order."""
 
@@ -191,19 +235,29 @@ class BareLoop:
         )
         sampler.set_epoch(epoch)
         losses = []
+        phases = StepPhases()
         self.net.train()
         _sync(self.device)
-        start = time.perf_counter()
+        start = now = time.perf_counter()
         for step, index in enumerate(sampler):
             if steps is not None and step >= steps:
                 break
+            phases.mark("start", now)
+            inputs, targets = self._inputs(images[index]), labels[index]
+            phases.mark("forward")
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss = F.cross_entropy(self.net(self._inputs(images[index])), labels[index])
+                loss = F.cross_entropy(self.net(inputs), targets)
+            phases.mark("forward_end")
             self.optimizer.zero_grad(set_to_none=True)
+            phases.mark("backward")
             loss.backward()
+            phases.mark("backward_end")
+            phases.mark("optimizer")
             self.optimizer.step()
+            phases.mark("end", now := time.perf_counter())
             losses.append(loss.detach())
         _sync(self.device)
+        self.phases = phases
         return time.perf_counter() - start, [float(v) for v in losses]
 
     @torch.no_grad()
@@ -227,11 +281,12 @@ class BareLoop:
 
 def bare_run(
     cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int, test: bool
-) -> dict[str, float]:
+) -> dict[str, Any]:
     loop = BareLoop(cfg, datamodule, device)
     train_s, _ = loop.train_epoch(steps)
     val_s, val_acc = loop.evaluate("val")
-    result = {
+    result: dict[str, Any] = {
+        "step_ms": loop.phases.medians_ms(),
         "train_s": train_s,
         "epoch_s": train_s + val_s,
         "val_s": val_s,
@@ -250,26 +305,49 @@ class MinimalModule(pl.LightningModule):
         super().__init__()
         self.loop = loop
         self.net = loop.net
+        self.phases = StepPhases()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        self.phases.mark("forward")
         images, labels = batch
         if self.loop.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return F.cross_entropy(self.net(images), labels)
+        loss = F.cross_entropy(self.net(images), labels)
+        self.phases.mark("forward_end")
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.loop.optimizer
 
 
 class _TrainWindow(pl.Callback):
-    """Times the training batches of the epoch, as RunHistory does for the pipeline."""
+    """Times the training batches of the epoch, as RunHistory does for the pipeline, and
+    marks the phases of each step (see `StepPhases`): a step runs from the end of the
+    previous one, so fetching its batch counts towards it, as in the bare loop."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.seconds, self.start = device, 0.0, 0.0
+    def __init__(self, device: torch.device, phases: StepPhases) -> None:
+        self.device, self.phases, self.seconds, self.start = device, phases, 0.0, 0.0
+        self.last_end = 0.0
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.phases.mark("start", self.last_end)
+
+    def on_before_backward(self, *args: Any) -> None:
+        self.phases.mark("backward")
+
+    def on_after_backward(self, *args: Any) -> None:
+        self.phases.mark("backward_end")
+
+    def on_before_optimizer_step(self, *args: Any) -> None:
+        self.phases.mark("optimizer")
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.last_end = time.perf_counter()
+        self.phases.mark("end", self.last_end)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(self.device)
-        self.start = time.perf_counter()
+        self.start = self.last_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(self.device)
@@ -278,10 +356,11 @@ class _TrainWindow(pl.Callback):
 
 def minimal_lightning_run(
     cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Lightning's own floor: no callbacks, logger, metrics, checkpoints or validation."""
     loop = BareLoop(cfg, datamodule, device)  # same seed, so the same initial weights
-    window = _TrainWindow(device)
+    module = MinimalModule(loop)
+    window = _TrainWindow(device, module.phases)
     trainer = pl.Trainer(
         accelerator=device.type,
         devices=1,
@@ -297,12 +376,22 @@ def minimal_lightning_run(
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
-    trainer.fit(MinimalModule(loop), datamodule=datamodule)
-    return {"train_s": window.seconds, "images": trainer.global_step * loop.batch_size}
+    trainer.fit(module, datamodule=datamodule)
+    return {
+        "train_s": window.seconds,
+        "images": trainer.global_step * loop.batch_size,
+        "step_ms": module.phases.medians_ms(),
+    }
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
+
+
+def _median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each phase's median over the runs of its per-step median (see `StepPhases`)."""
+    phases = [r["step_ms"] for r in runs if r.get("step_ms")]
+    return {name: statistics.median(p[name] for p in phases) for name in (phases or [{}])[0]}
 
 
 def _best(runs: list[dict[str, float]], key: str) -> float:
@@ -375,6 +464,7 @@ def bench_row(
             "minimal_lightning": minimal_ips,
             "minimal_lightning_ratio": minimal_ips / bare_ips,
         },
+        "step_ms_median": {name: _median_phases(runs[name]) for name in ("bare", "minimal")},
         "train_images_per_s_median": {
             name: train_ips(name, _median) for name in ("pipeline", "bare", "minimal")
         },
@@ -537,6 +627,24 @@ def format_table(report: dict[str, Any]) -> str:
             f"img/s and seconds: {report['rows'][0]['estimate']}; ratio = pipeline / bare; "
             "min.PL = the same net and data in a minimal LightningModule (Lightning's own cost)"
         )
+    phased = [r for r in report["rows"] if all(r["step_ms_median"].values())]
+    if phased:
+        lines.append(
+            "median ms per training step; rest = fetching the batch, zero_grad and the loop's "
+            "own code"
+        )
+        lines.append(
+            f"  {'net':6} {'data':8} {'loop':7} {'forward':>8} {'backward':>9} {'optimizer':>10} "
+            f"{'rest':>7} {'step':>8}"
+        )
+    for r in phased:
+        for label, name in (("bare", "bare"), ("min.PL", "minimal")):
+            ms = r["step_ms_median"][name]
+            lines.append(
+                f"  {r['net']:6} {r['data']:8} {label:7} {ms['forward']:>8.2f} "
+                f"{ms['backward']:>9.2f} {ms['optimizer']:>10.2f} {ms['rest']:>7.2f} "
+                f"{ms['step']:>8.2f}"
+            )
     check = report.get("accuracy_check")
     if check:
         fp32, fast = check["fp32"], check["fast"]
