@@ -246,6 +246,11 @@ def test_step_phases_are_medians_over_steps_and_rest_is_the_remainder() -> None:
         {"forward": 2000, "backward": 3000, "optimizer": 1500, "rest": 1500, "step": 8000}
     )
     assert StepPhases().medians_ms() == {}
+    on_gpu = StepPhases(enabled=False)  # asynchronous kernels: marks would need syncs
+    for name in ("start", "forward", "forward_end", "backward", "backward_end", "optimizer"):
+        on_gpu.mark(name, 1.0)
+    on_gpu.mark("end", 2.0)
+    assert on_gpu.medians_ms() == {}
 
 
 def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:

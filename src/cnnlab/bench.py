@@ -167,18 +167,20 @@ class StepPhases:
     step's remainder: fetching and normalising the batch, zero_grad and the loop's own code.
     In a Lightning run the phases are delimited by its hooks, so `optimizer` also holds the
     loop's code between the update and `on_train_batch_end`.
-    Medians over steps are robust to the noise bursts that move whole-run totals. On CPU
-    each op has finished when it returns, so the marks need no synchronisation (timings on
-    a GPU would need one per mark; `_sync` runs only at epoch boundaries).
+    Medians over steps are robust to the noise bursts that move whole-run totals. Only on
+    CPU, where each op has finished when it returns: on a GPU the marks would need a
+    synchronisation each, which would change the throughput being measured.
     """
 
-    ORDER = ("start", "forward", "forward_end", "backward", "backward_end", "optimizer", "end")
     SKIP_STEPS = 5  # first steps: one-off costs (allocator growth, oneDNN kernel choice)
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.steps: list[dict[str, float]] = []
 
     def mark(self, name: str, at: float | None = None) -> None:
+        if not self.enabled:
+            return
         if name == "start":
             self.steps.append({})
         if self.steps:
@@ -235,7 +237,7 @@ class BareLoop:
         )
         sampler.set_epoch(epoch)
         losses = []
-        phases = StepPhases()
+        phases = StepPhases(enabled=self.device.type == "cpu")
         self.net.train()
         _sync(self.device)
         start = now = time.perf_counter()
@@ -305,7 +307,7 @@ class MinimalModule(pl.LightningModule):
         super().__init__()
         self.loop = loop
         self.net = loop.net
-        self.phases = StepPhases()
+        self.phases = StepPhases(enabled=loop.device.type == "cpu")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         self.phases.mark("forward")
