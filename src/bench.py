@@ -29,7 +29,10 @@ def main() -> None:
         help="also train one full Fashion-MNIST epoch in fp32 and in --precision",
     )
     parser.add_argument(
-        "--accuracy-seeds", type=int, default=3, help="seeds of the accuracy check (paired)"
+        "--accuracy-seeds",
+        type=int,
+        default=Settings.accuracy_seeds,
+        help="seeds of the accuracy check (paired differences; 8 by default)",
     )
     parser.add_argument("--tiny", action="store_true", help="a few steps: checks the machinery")
     parser.add_argument(
