@@ -248,6 +248,11 @@ def test_step_phases_are_medians_over_steps_and_rest_is_the_remainder() -> None:
         {"forward": 2000, "backward": 3000, "optimizer": 1500, "rest": 1500, "step": 8000}
     )
     assert StepPhases().medians_ms() == {}
+    ends_only = StepPhases()  # the pipeline's clock: start and end of each step
+    for step in range(StepPhases.SKIP_STEPS + 3):
+        ends_only.mark("start", 10.0 * step)
+        ends_only.mark("end", 10.0 * step + (9.0 if step == StepPhases.SKIP_STEPS else 7.0))
+    assert ends_only.medians_ms() == pytest.approx({"step": 7000})  # no rest without phases
     on_gpu = StepPhases(enabled=False)  # asynchronous kernels: marks would need syncs
     for name in ("start", "forward", "forward_end", "backward", "backward_end", "optimizer"):
         on_gpu.mark(name, 1.0)
@@ -296,8 +301,19 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
             assert set(phases) == {"forward", "backward", "optimizer", "rest", "step"}
             assert all(phases[name] > 0 for name in ("forward", "backward", "optimizer", "step"))
             assert phases["rest"] < phases["step"]
+        assert set(row["step_ms_median"]["pipeline"]) == {"step"}
+        verdict = row["per_step"]
+        bare, minimal = row["step_ms_median"]["bare"], row["step_ms_median"]["minimal"]
+        assert verdict["pipeline_ratio"] == pytest.approx(
+            bare["step"] / row["step_ms_median"]["pipeline"]["step"]
+        )
+        assert verdict["lightning_loop_ms"] == pytest.approx(minimal["rest"] - bare["rest"])
+        assert verdict["lightning_ratio_cap"] == pytest.approx(
+            bare["step"] / (bare["step"] + verdict["lightning_loop_ms"])
+        )
     assert report["machine"]["cpu"]
     assert "min.PL" in result.stdout and "optimizer" in result.stdout  # the phase table
+    assert "PL loop" in result.stdout and "cap" in result.stdout
     assert "net_1" in result.stdout and "ratio" in result.stdout
 
 

@@ -147,11 +147,13 @@ def compose_run(
     return cfg
 
 
-def pipeline_run(cfg: DictConfig) -> dict[str, float]:
+def pipeline_run(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    clock = _StepClock(StepPhases(enabled=device.type == "cpu"))
     with contextlib.redirect_stdout(io.StringIO()):  # a run's test report: not the bench's
-        summary = train(cfg)
+        summary = train(cfg, extra_callbacks=[clock])
     epoch = summary["history"][0]
     result = {
+        "step_ms": clock.phases.medians_ms(),
         "train_s": epoch["time/train_s"],
         "epoch_s": epoch["time/epoch_s"],
         "val_s": epoch["time/val_s"],
@@ -169,7 +171,9 @@ class StepPhases:
     forward, backward and optimizer are the same kernels in every contender; `rest` is the
     step's remainder: fetching and normalising the batch, zero_grad and the loop's own code.
     In a Lightning run the phases are delimited by its hooks, so `optimizer` also holds the
-    loop's code between the update and `on_train_batch_end`.
+    loop's code between the update and `on_train_batch_end`. A loop marked only at the
+    start and end of each step (the pipeline, whose code the benchmark does not touch)
+    reports its `step` alone.
     Medians over steps are robust to the noise bursts that move whole-run totals. Only on
     CPU, where each op has finished when it returns: on a GPU the marks would need a
     synchronisation each, which would change the throughput being measured.
@@ -195,16 +199,18 @@ class StepPhases:
             "backward": ("backward", "backward_end"),
             "optimizer": ("optimizer", "end"),
         }
-        per_step: dict[str, list[float]] = {name: [] for name in (*spans, "rest", "step")}
+        per_step: dict[str, list[float]] = {}
         for marks in self.steps[min(self.SKIP_STEPS, len(self.steps) // 2) :]:
             if "end" not in marks:
                 continue
             step = marks["end"] - marks["start"]
-            parts = {name: marks[b] - marks[a] for name, (a, b) in spans.items()}
-            parts.update(rest=step - sum(parts.values()), step=step)
+            parts = {name: marks[b] - marks[a] for name, (a, b) in spans.items() if a in marks}
+            if len(parts) == len(spans):
+                parts["rest"] = step - sum(parts.values())
+            parts["step"] = step
             for name, seconds in parts.items():
-                per_step[name].append(1000 * seconds)
-        if not per_step["step"]:
+                per_step.setdefault(name, []).append(1000 * seconds)
+        if not per_step:
             return {}
         return {name: statistics.median(values) for name, values in per_step.items()}
 
@@ -325,6 +331,22 @@ class MinimalModule(pl.LightningModule):
         return self.loop.optimizer
 
 
+class _StepClock(pl.Callback):
+    """Marks the start and end of each of the pipeline's training steps with one hook call
+    per step (a step runs from the end of the previous one, as in the other contenders)."""
+
+    def __init__(self, phases: StepPhases) -> None:
+        self.phases, self.last_end = phases, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_end = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.phases.mark("start", self.last_end)
+        self.last_end = time.perf_counter()
+        self.phases.mark("end", self.last_end)
+
+
 class _TrainWindow(pl.Callback):
     """Times the training batches of the epoch, as RunHistory does for the pipeline, and
     marks the phases of each step (see `StepPhases`): a step runs from the end of the
@@ -399,6 +421,27 @@ def _median_phases(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {name: statistics.median(p[name] for p in phases) for name in (phases or [{}])[0]}
 
 
+def per_step_verdict(step_ms: dict[str, dict[str, float]]) -> dict[str, float] | None:
+    """What the per-step medians say about the pipeline/bare ratio (CPU only).
+
+    `lightning_loop_ms` is how much longer the minimal Lightning run's `rest` is than the
+    bare loop's: its loop's own code per step, with the kernels excluded.
+    `lightning_ratio_cap` is the ratio of a LightningModule that adds nothing but that code
+    to the bare loop's step (cnnlab's trims of Lightning's bookkeeping win back a little of
+    it); `pipeline_ratio` is the ratio of median steps, which noise bursts cannot move the
+    way they move whole-run totals.
+    """
+    bare, minimal, pipeline = (step_ms.get(name) for name in ("bare", "minimal", "pipeline"))
+    if not (bare and minimal and pipeline):
+        return None
+    loop_ms = minimal["rest"] - bare["rest"]
+    return {
+        "pipeline_ratio": bare["step"] / pipeline["step"],
+        "lightning_loop_ms": loop_ms,
+        "lightning_ratio_cap": bare["step"] / (bare["step"] + loop_ms),
+    }
+
+
 def _best(runs: list[dict[str, float]], key: str) -> float:
     """The fastest of the alternating runs (as `timeit` reports): on a shared machine noise
     only ever adds time, and in bursts that can cover a whole run of one contender."""
@@ -428,7 +471,7 @@ def bench_row(
 
     # Each measured run also scores the test split (the evaluation throughput), warm-ups not.
     contenders: dict[str, Callable[[bool], dict[str, float]]] = {
-        "pipeline": lambda test: pipeline_run(cfg_for(test)),
+        "pipeline": lambda test: pipeline_run(cfg_for(test), device),
         "bare": lambda test: bare_run(probe, datamodule, device, steps, test=test),
         "minimal": lambda test: minimal_lightning_run(probe, datamodule, device, steps),
     }
@@ -442,6 +485,7 @@ def bench_row(
     pipe_runs, bare_runs = runs["pipeline"], runs["bare"]
 
     images = pipe_runs[0]["images"]
+    step_ms = {name: _median_phases(runs[name]) for name in contenders}
     sizes = {k: len(v[1]) for k, v in datamodule.splits.items()}
 
     def train_ips(name: str, estimate: Callable[..., float]) -> float:
@@ -469,7 +513,8 @@ def bench_row(
             "minimal_lightning": minimal_ips,
             "minimal_lightning_ratio": minimal_ips / bare_ips,
         },
-        "step_ms_median": {name: _median_phases(runs[name]) for name in ("bare", "minimal")},
+        "step_ms_median": step_ms,
+        "per_step": per_step_verdict(step_ms),
         "train_images_per_s_median": {
             name: train_ips(name, _median) for name in ("pipeline", "bare", "minimal")
         },
@@ -633,24 +678,32 @@ def format_table(report: dict[str, Any]) -> str:
             f"img/s and seconds: {report['rows'][0]['estimate']}; ratio = pipeline / bare; "
             "min.PL = the same net and data in a minimal LightningModule (Lightning's own cost)"
         )
-    phased = [r for r in report["rows"] if all(r["step_ms_median"].values())]
+    phased = [r for r in report["rows"] if r.get("per_step")]
     if phased:
         lines.append(
             "median ms per training step; rest = fetching the batch, zero_grad and the loop's "
-            "own code"
+            "own code; PL loop = min.PL's rest - bare's; cap = bare step / (bare step + PL "
+            "loop): the ratio with nothing but Lightning's loop code added to the bare loop"
         )
         lines.append(
-            f"  {'net':6} {'data':8} {'loop':7} {'forward':>8} {'backward':>9} {'optimizer':>10} "
-            f"{'rest':>7} {'step':>8}"
+            f"  {'net':6} {'data':8} {'loop':8} {'forward':>8} {'backward':>9} {'optimizer':>10} "
+            f"{'rest':>7} {'step':>8} {'ratio':>6} {'PL loop':>8} {'cap':>6}"
         )
     for r in phased:
-        for label, name in (("bare", "bare"), ("min.PL", "minimal")):
+        verdict = r["per_step"]
+        for label, name in (("bare", "bare"), ("min.PL", "minimal"), ("pipeline", "pipeline")):
             ms = r["step_ms_median"][name]
-            lines.append(
-                f"  {r['net']:6} {r['data']:8} {label:7} {ms['forward']:>8.2f} "
-                f"{ms['backward']:>9.2f} {ms['optimizer']:>10.2f} {ms['rest']:>7.2f} "
-                f"{ms['step']:>8.2f}"
+            parts = " ".join(
+                f"{ms[part]:>{width}.2f}" if part in ms else f"{'':>{width}}"
+                for part, width in (("forward", 8), ("backward", 9), ("optimizer", 10), ("rest", 7))
             )
+            line = f"  {r['net']:6} {r['data']:8} {label:8} {parts} {ms['step']:>8.2f}"
+            if name == "pipeline":
+                line += (
+                    f" {verdict['pipeline_ratio']:>6.3f} {verdict['lightning_loop_ms']:>8.2f} "
+                    f"{verdict['lightning_ratio_cap']:>6.3f}"
+                )
+            lines.append(line)
     check = report.get("accuracy_check")
     if check:
         fp32, fast = check["fp32"], check["fast"]
