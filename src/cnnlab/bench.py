@@ -470,7 +470,7 @@ def bench_row(
     device = _device(settings.accelerator)
 
     # Each measured run also scores the test split (the evaluation throughput), warm-ups not.
-    contenders: dict[str, Callable[[bool], dict[str, float]]] = {
+    contenders: dict[str, Callable[[bool], dict[str, Any]]] = {
         "pipeline": lambda test: pipeline_run(cfg_for(test), device),
         "bare": lambda test: bare_run(probe, datamodule, device, steps, test=test),
         "minimal": lambda test: minimal_lightning_run(probe, datamodule, device, steps),
@@ -478,7 +478,7 @@ def bench_row(
     # Warm-up (one-off costs: allocator, oneDNN kernels), then alternate A B C / C B A.
     for run in contenders.values():
         run(False)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     for rep in range(settings.reps):
         for name in list(contenders) if rep % 2 == 0 else list(contenders)[::-1]:
             runs[name].append(contenders[name](True))
