@@ -332,8 +332,9 @@ class MinimalModule(pl.LightningModule):
 
 
 class _StepClock(pl.Callback):
-    """Marks the start and end of each of the pipeline's training steps with one hook call
-    per step (a step runs from the end of the previous one, as in the other contenders)."""
+    """Marks the start and end of each training step (see `StepPhases`): a step runs from
+    the end of the previous one, so fetching its batch counts towards it, as in the bare
+    loop. On its own it is the pipeline's clock: two hook calls per step, no other code."""
 
     def __init__(self, phases: StepPhases) -> None:
         self.phases, self.last_end = phases, 0.0
@@ -341,23 +342,21 @@ class _StepClock(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.last_end = time.perf_counter()
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def on_train_batch_start(self, *args: Any) -> None:
         self.phases.mark("start", self.last_end)
+
+    def on_train_batch_end(self, *args: Any) -> None:
         self.last_end = time.perf_counter()
         self.phases.mark("end", self.last_end)
 
 
-class _TrainWindow(pl.Callback):
+class _TrainWindow(_StepClock):
     """Times the training batches of the epoch, as RunHistory does for the pipeline, and
-    marks the phases of each step (see `StepPhases`): a step runs from the end of the
-    previous one, so fetching its batch counts towards it, as in the bare loop."""
+    marks the phases within each step that Lightning's hooks delimit."""
 
     def __init__(self, device: torch.device, phases: StepPhases) -> None:
-        self.device, self.phases, self.seconds, self.start = device, phases, 0.0, 0.0
-        self.last_end = 0.0
-
-    def on_train_batch_start(self, *args: Any) -> None:
-        self.phases.mark("start", self.last_end)
+        super().__init__(phases)
+        self.device, self.seconds, self.start = device, 0.0, 0.0
 
     def on_before_backward(self, *args: Any) -> None:
         self.phases.mark("backward")
@@ -368,13 +367,10 @@ class _TrainWindow(pl.Callback):
     def on_before_optimizer_step(self, *args: Any) -> None:
         self.phases.mark("optimizer")
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        self.last_end = time.perf_counter()
-        self.phases.mark("end", self.last_end)
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(self.device)
-        self.start = self.last_end = time.perf_counter()
+        super().on_train_epoch_start(trainer, pl_module)
+        self.start = self.last_end
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(self.device)
