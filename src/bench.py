@@ -6,7 +6,11 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.bench import DEFAULT_ROWS, Row, Settings, format_table, run_benchmark
+import hydra
+
+from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings
+from cnnlab.bench.runner import run_benchmark
+from cnnlab.bench.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +70,8 @@ def main() -> None:
     for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    report = run_benchmark(rows, settings, out)
+    with hydra.initialize(config_path="../conf", version_base="1.3"):
+        report = run_benchmark(rows, settings, out)
     print(format_table(report))
     print(f"JSON: {out}")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.evaluation import evaluate
-from cnnlab.runs import run_entry
+from cnnlab.training.entry import run_entry
+from cnnlab.training.evaluate import evaluate
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 

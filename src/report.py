@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.report import build_report, newest_sweep, runs_table
+from cnnlab.results.markdown import runs_table
+from cnnlab.results.report import build_report, newest_sweep
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.parallel import missing_plugin_message
-from cnnlab.runs import run_entry
-from cnnlab.training import train
+from cnnlab.scale.plugins import missing_plugin_message
+from cnnlab.training.entry import run_entry
+from cnnlab.training.run import train
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 

@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnnlab.config import validate_train_config
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import ConfigError
-from cnnlab.module import ImageClassifier
-from cnnlab.training import instantiate_callbacks, instantiate_loggers
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.training.checks import validate_train_config
+from cnnlab.training.run import instantiate_callbacks, instantiate_loggers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"]
@@ -26,7 +26,7 @@ def _options(group: str) -> list[str]:
 ALL_OPTIONS = [(g, o) for g in GROUPS for o in _options(g)]
 
 
-def test_the_groups_the_issue_names_exist() -> None:
+def test_the_config_groups_and_their_options_exist() -> None:
     assert {"mnist", "cifar10", "fashion_mnist"} <= set(_options("data"))
     assert {"net_1", "net_2"} <= set(_options("model"))
     assert {"adadelta", "adam", "adagrad", "sgd"} <= set(_options("optimizer"))
@@ -68,7 +68,7 @@ def test_option_composes_and_instantiates(
 def test_default_run_is_the_seeds_first_experiment(compose_cfg: Callable[..., DictConfig]) -> None:
     cfg = compose_cfg()
     assert cfg.data._target_.endswith("MNISTDataModule")
-    assert cfg.model.net._target_ == "cnnlab.nets.net_1"
+    assert cfg.model.net._target_ == "cnnlab.models.nets.net_1"
     assert cfg.optimizer._target_ == "torch.optim.Adadelta"
     assert (cfg.trainer.max_epochs, cfg.data.batch_size, cfg.data.val_fraction) == (30, 32, 0.1)
     assert cfg.trainer.accelerator == "auto"
@@ -85,7 +85,7 @@ def test_seed_presets_use_keras_values(
     assert cfg.data._target_.endswith(dataset)
     assert (cfg.data.batch_size, cfg.data.val_fraction, cfg.data.val_split) == (batch, val, "last")
     assert cfg.trainer.max_epochs == 30
-    assert cfg.model.net._target_ == "cnnlab.nets.net_1" and cfg.model.net.init == "keras"
+    assert cfg.model.net._target_ == "cnnlab.models.nets.net_1" and cfg.model.net.init == "keras"
     assert cfg.optimizer._target_ == "torch.optim.Adadelta"
     assert (cfg.optimizer.lr, cfg.optimizer.rho, cfg.optimizer.eps) == (0.001, 0.95, 1e-7)
 

@@ -13,9 +13,9 @@ from cnnlab.data import (
     IndexBatchSampler,
     MNISTDataModule,
 )
+from cnnlab.data.synthetic import write_idx_dataset
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
-from cnnlab.preprocessing import normalize_images
-from cnnlab.synthetic import write_idx_dataset
+from cnnlab.seed import normalize_images
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_files_become_uint8_tensors_with_the_seeds_split(
 def test_cifar10_pixels_round_trip_from_the_pickle_layout(tmp_path: Path) -> None:
     import pickle
 
-    from cnnlab.synthetic import write_cifar10
+    from cnnlab.data.synthetic import write_cifar10
 
     folder = write_cifar10(tmp_path / "cifar-10-batches-py", train=50, test=20)
     row = pickle.loads((folder / "data_batch_1").read_bytes())["data"][0]

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from cnnlab.data import MNISTDataModule
-from cnnlab.module import ImageClassifier
+from cnnlab.models.classifier import ImageClassifier
 
 THRESHOLD = 0.90  # the synthetic classes are separable; chance is 0.10
 
@@ -16,7 +16,7 @@ def test_net_1_learns_the_synthetic_set(synthetic_data_dir: Path) -> None:
     pl.seed_everything(0)
     dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=32)
     model = ImageClassifier(
-        net={"_target_": "cnnlab.nets.net_1"},
+        net={"_target_": "cnnlab.models.nets.net_1"},
         sample_shape=dm.sample_shape,
         num_classes=10,
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
@@ -39,7 +39,7 @@ def test_net_1_learns_the_synthetic_set(synthetic_data_dir: Path) -> None:
 def test_predict_step_returns_probabilities(synthetic_data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=synthetic_data_dir, eval_batch_size=64)
     model = ImageClassifier(
-        net={"_target_": "cnnlab.nets.net_2"}, sample_shape=(1, 28, 28), num_classes=10
+        net={"_target_": "cnnlab.models.nets.net_2"}, sample_shape=(1, 28, 28), num_classes=10
     )
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     batches = trainer.predict(model, datamodule=dm)
@@ -57,7 +57,7 @@ def test_train_epoch_metrics_are_the_epochs_sample_means(synthetic_data_dir: Pat
     batches = 5
     dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=50)  # 540 images: 10 + 40
     model = ImageClassifier(
-        net={"_target_": "cnnlab.nets.net_2"},
+        net={"_target_": "cnnlab.models.nets.net_2"},
         sample_shape=dm.sample_shape,
         num_classes=10,
         optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.nets import count_parameters, keras_init_, net_1, net_2, same_padding
+from cnnlab.models.nets import count_parameters, keras_init_, net_1, net_2, same_padding
 
 SEED_COUNTS = {
     ("net_1", (1, 28, 28)): 1_625_866,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.preprocessing import normalize_images, normalize_tensor, one_hot
+from cnnlab.seed import normalize_images, normalize_tensor, one_hot
 
 
 def test_normalize_images_as_the_seed_tests_it() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from cnnlab.training import train
+from cnnlab.training.run import train
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(

@@ -15,11 +15,11 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from cnnlab.confusion import normalize_rows
 from cnnlab.data import MNISTDataModule
-from cnnlab.metrics import ConfusionMatrix
-from cnnlab.module import ImageClassifier
-from cnnlab.report import build_report
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.models.metrics import ConfusionMatrix
+from cnnlab.results.confusion import normalize_rows
+from cnnlab.results.report import build_report
 from conftest import metrics_of, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

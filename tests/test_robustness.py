@@ -24,20 +24,32 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from cnnlab import nets
-from cnnlab.config import ACTIVATIONS, as_user_error, to_plain, validate_train_config
 from cnnlab.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
     IndexBatchSampler,
     MNISTDataModule,
 )
-from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
-from cnnlab.guards import DivergenceGuard, ResumableModelCheckpoint, StopOnSignal
-from cnnlab.module import ImageClassifier
-from cnnlab.preflight import check_model_fits_data, check_resume_checkpoint
-from cnnlab.stopping import Diverged, Interrupted, stop_on_signals
-from cnnlab.synthetic import write_cifar10, write_idx_dataset
+from cnnlab.data.synthetic import write_cifar10, write_idx_dataset
+from cnnlab.errors import (
+    ConfigError,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    Diverged,
+    Interrupted,
+)
+from cnnlab.models import nets
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.training.checkpoint import ResumableModelCheckpoint
+from cnnlab.training.checks import (
+    check_model_fits_data,
+    check_resume_checkpoint,
+    to_plain,
+    validate_train_config,
+)
+from cnnlab.training.divergence import DivergenceGuard
+from cnnlab.training.entry import as_user_error
+from cnnlab.training.interruption import StopOnSignal, stop_on_signals
 from conftest import CONF_DIR
 
 # -- bad configuration ---------------------------------------------------------------------------
@@ -64,8 +76,13 @@ def test_bad_value_names_key_value_and_what_is_allowed(
     assert message in str(info.value)
 
 
-def test_the_activations_checked_are_those_the_nets_know() -> None:
-    assert set(ACTIVATIONS) == set(nets._ACTIVATIONS)
+@pytest.mark.parametrize("activation", sorted(nets.ACTIVATIONS))
+def test_every_activation_the_nets_know_passes_the_config_check(
+    compose_cfg: Callable[..., DictConfig], activation: str
+) -> None:
+    validate_train_config(compose_cfg([f"model.net.activation={activation}"]))
+    head = nets.net_1((1, 28, 28), 10, activation=activation)
+    assert isinstance(head[-2], nets.ACTIVATIONS[activation])
 
 
 def test_config_that_cannot_be_built_becomes_one_message_naming_the_key(
@@ -102,7 +119,7 @@ def _build(cfg: DictConfig) -> tuple[Any, ImageClassifier]:
     ("override", "message"),
     [
         ("+model.net.sample_shape=[3,32,32]", "model.net.sample_shape=[3, 32, 32] does not fit"),
-        ("+model.net.nb_classes=5", "model.net.nb_classes=5 does not fit"),
+        ("+model.net.num_classes=5", "model.net.num_classes=5 does not fit"),
     ],
 )
 def test_a_shape_pinned_in_the_config_must_fit_the_dataset(
@@ -124,7 +141,7 @@ def test_a_net_that_does_not_take_the_datasets_images_is_refused(
     with pytest.raises(ConfigError) as info:
         check_model_fits_data(cifar_cfg, cifar, mnist_model)
     assert str(info.value).startswith(
-        "model.net (cnnlab.nets.net_1) does not accept CIFAR-10, whose images are 3x32x32"
+        "model.net (cnnlab.models.nets.net_1) does not accept CIFAR-10, whose images are 3x32x32"
     )
     assert mnist_model.training  # the dry run left the model as it was
 
@@ -154,8 +171,8 @@ def mnist_checkpoint(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> 
         (["ckpt_path={garbage}"], "could not be read (UnpicklingError"),
         (
             ["data=cifar10", "optimizer=adam", "ckpt_path={ckpt}"],
-            "does not fit this run's model (it holds cnnlab.nets.net_1 for 1x28x28 images and 10 "
-            "classes): net.0.weight: (32, 1, 3, 3) in the checkpoint, (32, 3, 3, 3) here",
+            "does not fit this run's model (it holds cnnlab.models.nets.net_1 for 1x28x28 images "
+            "and 10 classes): net.0.weight: (32, 1, 3, 3) in the checkpoint, (32, 3, 3, 3) here",
         ),
         (
             ["model=net_2", "optimizer=adam", "ckpt_path={ckpt}"],
@@ -405,7 +422,9 @@ def test_the_sampler_order_is_drawn_when_iterated_not_when_the_iterator_is_made(
 
 def test_the_best_val_accuracy_is_part_of_the_checkpoint() -> None:
     def model() -> ImageClassifier:
-        return ImageClassifier({"_target_": "cnnlab.nets.net_1"}, (1, 28, 28), num_classes=10)
+        return ImageClassifier(
+            {"_target_": "cnnlab.models.nets.net_1"}, (1, 28, 28), num_classes=10
+        )
 
     trained = model()
     trained.val_acc_best(torch.tensor(0.75))
@@ -438,9 +457,12 @@ def test_pickle_of_cifar_meta_without_label_names_is_named(tmp_path: Path) -> No
         CIFAR10DataModule(data_dir=tmp_path).setup()
 
 
-def test_run_records_stay_quick_to_import() -> None:
-    """cnnlab.runs (read by the sweep report) must not pull in torch with the guards."""
-    code = "import sys, cnnlab.runs; print('torch' in sys.modules)"
+def test_results_import_no_torch() -> None:
+    """cnnlab.results (the records, the report, the sweep's verdict) must not pull in torch."""
+    code = (
+        "import sys, cnnlab.results.record, cnnlab.results.report, cnnlab.results.sweep_summary;"
+        " print('torch' in sys.modules)"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False", out.stderr

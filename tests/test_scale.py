@@ -23,10 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnlab.data import IndexBatchSampler
-from cnnlab.evaluation import load_checkpoint_config
-from cnnlab.module import ImageClassifier
-from cnnlab.parallel import missing_plugin_message, parallel_jobs, threads_per_job
-from cnnlab.synthetic import write_cifar10, write_idx_dataset
+from cnnlab.data.synthetic import write_cifar10, write_idx_dataset
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.scale.job_resources import parallel_jobs, threads_per_job
+from cnnlab.scale.plugins import missing_plugin_message
+from cnnlab.training.evaluate import load_checkpoint_config
 from conftest import CONF_DIR, ROOT, metrics_of, only, run_cli, run_sweep
 
 FAST = [
@@ -268,7 +269,7 @@ def test_ddp_inside_a_joblib_job_is_refused_clearly(
 
 def test_distributed_sampler_of_lightning_is_rejected(compose_cfg) -> None:
     from cnnlab.errors import ConfigError
-    from cnnlab.parallel import check_ddp_settings
+    from cnnlab.scale.ddp import check_ddp_settings
 
     cfg = compose_cfg(["trainer=ddp_cpu", "trainer.use_distributed_sampler=true"])
 

@@ -13,18 +13,23 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.profilers import SimpleProfiler
 
-from cnnlab import training
-from cnnlab.bench import BareLoop, Settings, StepPhases, accuracy_check
-from cnnlab.cpu_memory import keep_freed_memory, release_freed_memory
+from cnnlab.bench.accuracy import accuracy_check
+from cnnlab.bench.contenders import BareLoop
+from cnnlab.bench.rows import Settings
+from cnnlab.bench.timing import StepPhases
 from cnnlab.data import MNISTDataModule
-from cnnlab.lightning_overhead import NoProfiler, skip_unavailable_nvml_check
-from cnnlab.module import ImageClassifier
-from cnnlab.training import train
-from conftest import run_cli
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.speed import runtime
+from cnnlab.speed.cpu_memory import keep_freed_memory, release_freed_memory
+from cnnlab.speed.lightning_trims import NoProfiler
+from cnnlab.speed.runtime import apply_runtime_settings, skip_unavailable_nvml_check
+from cnnlab.training.run import train
+from conftest import CONF_DIR, run_cli
 
 
 def _short_run(override: str, data_dir: Path, steps: int) -> list[str]:
@@ -98,7 +103,7 @@ def _fake_trainer(device: str) -> Any:
 def test_lightnings_hook_bookkeeping_skips_the_module_registries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = ImageClassifier({"_target_": "cnnlab.nets.net_1"}, [1, 28, 28], 10)
+    model = ImageClassifier({"_target_": "cnnlab.models.nets.net_1"}, [1, 28, 28], 10)
     head = torch.nn.Linear(2, 2)
     registry_checks: list[str] = []
     module_setattr = torch.nn.Module.__setattr__
@@ -163,8 +168,8 @@ def test_runs_keep_freed_cpu_memory_unless_configured_not_to(
     compose_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch, keep: bool
 ) -> None:
     calls: list[bool] = []
-    monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append(True) or True)
-    training.apply_runtime_settings(compose_cfg([f"keep_freed_cpu_memory={str(keep).lower()}"]))
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append(True) or True)
+    apply_runtime_settings(compose_cfg([f"keep_freed_cpu_memory={str(keep).lower()}"]))
     assert calls == ([True] if keep else [])
 
 
@@ -324,7 +329,8 @@ def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed_in_both_layou
     settings = Settings(
         precision="bf16-mixed", channels_last=True, accuracy_seeds=2, extra_overrides=limits
     )
-    check = accuracy_check(settings, synthetic_data_dir, tmp_path)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        check = accuracy_check(settings, synthetic_data_dir, tmp_path)
     assert check["seeds"] == [42, 43]
     variants = {
         "fp32": ("32-true", False),
@@ -358,5 +364,5 @@ def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed_in_both_layou
 def test_compiled_net_trains_the_same_maths(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
 ) -> None:
-    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.compile", steps=4)
+    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.compile_net", steps=4)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)

@@ -1,12 +1,22 @@
-"""User-facing errors: each says what is wrong and how to fix it, and maps to a clean exit."""
+"""Every user-facing error and its exit code: each says what is wrong and how to fix it.
+
+Torch-free, so the sweep report and the entry points can import it cheaply.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: Exit codes: a user error, a diverged run; an interrupted run exits with 128 + the signal.
+USER_ERROR_EXIT_CODE = 2
+DIVERGED_EXIT_CODE = 3
 
 
 class CnnlabError(Exception):
     """A problem the user can fix; printed as one message, without a traceback."""
 
-    exit_code = 2
+    exit_code = USER_ERROR_EXIT_CODE
 
 
 class ConfigError(CnnlabError):
@@ -19,3 +29,40 @@ class DatasetNotFoundError(CnnlabError):
 
 class DatasetCorruptError(CnnlabError):
     """A dataset file exists but cannot be parsed as what it claims to be."""
+
+
+class RunStopped(CnnlabError):
+    """Training ended early on purpose; `record` says where, and what was kept."""
+
+    status = "failed"
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record or {}
+
+
+class Diverged(RunStopped):
+    """The loss turned NaN, infinite or too large; the last good checkpoint is kept."""
+
+    status = "diverged"
+    exit_code = DIVERGED_EXIT_CODE
+
+
+class Interrupted(RunStopped):
+    """SIGINT or SIGTERM stopped the run at a batch boundary."""
+
+    status = "interrupted"
+
+    def __init__(self, signum: int, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message, record)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def check_value(key: str, value: Any, ok: Callable[[Any], bool], allowed: str) -> None:
+    """Raise a ConfigError naming `key=value` and what is allowed, unless `ok(value)`."""
+    try:
+        valid = ok(value)
+    except (TypeError, ValueError):  # e.g. data.batch_size=abc
+        valid = False
+    if not valid:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")

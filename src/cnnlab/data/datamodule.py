@@ -1,0 +1,284 @@
+"""The LightningDataModule behind every dataset: a whole small dataset in memory as uint8 tensors.
+
+The files are parsed once; batches are then gathered by index from one tensor (no per-sample
+PIL images, no collation) and normalised on the device with the same maths as the seed's
+`normalize_images`. The datasets themselves are in `cnnlab.data.datasets`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from cnnlab.data.checks import find_misplaced, layout_message
+from cnnlab.data.files import folder_lock
+from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
+from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
+from cnnlab.seed import normalize_tensor
+
+ValSplit = Literal["random", "last"]
+
+
+def _positive_int(value: Any) -> bool:
+    return int(value) == value and value >= 1
+
+
+# What each data setting accepts: the datamodule checks its arguments against this table, and
+# the run's config check (cnnlab.training.checks) reads the same one before any data is read.
+DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (_positive_int, "it must be an integer >= 1"),
+    "eval_batch_size": (_positive_int, "it must be an integer >= 1 (or null for the default)"),
+    "val_fraction": (
+        lambda v: 0 < float(v) < 1,
+        "it must lie strictly between 0 and 1 (the seed uses 0.1 for MNIST, 0.2 for CIFAR-10)",
+    ),
+    "val_split": (
+        lambda v: v in ("random", "last"),
+        "use 'random' (a seeded subset) or 'last' (Keras' validation_split: the last fraction "
+        "of the training arrays)",
+    ),
+}
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Common machinery; a subclass says where its files are and how to read them.
+
+    A subclass sets `name`, `sample_shape` and `class_names`, and defines `raw_dir`,
+    `expected_files` and `read_split`; the hooks below it (`fetch_local_copies`,
+    `download_files`, `diagnose_corrupt`) are optional (docs/extending.md).
+    """
+
+    name: ClassVar[str]
+    sample_shape: ClassVar[tuple[int, int, int]]
+    class_names: ClassVar[tuple[str, ...]]
+    default_val_fraction: ClassVar[float] = 0.1
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = "data",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float | None = None,
+        val_split: ValSplit = "random",
+        seed: int = 42,
+        download: bool = False,
+        system_dirs: Sequence[str] = (),
+        on_device: bool | Literal["auto"] = "auto",
+    ) -> None:
+        super().__init__()
+        val_fraction = self.default_val_fraction if val_fraction is None else val_fraction
+        given = {
+            "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size,
+            "val_fraction": val_fraction,
+            "val_split": val_split,
+        }
+        for name, value in given.items():
+            if value is not None:
+                check_value(f"data.{name}", value, *DATA_RULES[name])
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or max(self.batch_size, 1000))
+        self.val_fraction = float(val_fraction)
+        self.val_split = val_split
+        self.seed = int(seed)
+        self.download = bool(download)
+        self.system_dirs = [Path(d) for d in system_dirs]
+        self.on_device = on_device
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        """Folder holding the files `read_split` parses."""
+        raise NotImplementedError
+
+    def expected_files(self) -> list[str]:
+        """The file names `read_split` needs in `raw_dir`."""
+        raise NotImplementedError
+
+    def missing_files(self) -> list[str]:
+        return [name for name in self.expected_files() if not (self.raw_dir / name).is_file()]
+
+    def fetch_local_copies(self) -> None:
+        """Use files that are already on the machine (gz next to the target, system packages)."""
+
+    def download_files(self) -> None:
+        """Fetch the files from the internet (only with `data.download=true`)."""
+        raise NotImplementedError(f"{self.name} cannot be downloaded: provide its files")
+
+    def prepare_data(self) -> None:
+        """Make the files present: local copies first, then a download if allowed."""
+        with folder_lock(self.data_dir):
+            if not self.missing_files():
+                return
+            self.fetch_local_copies()
+            if not self.missing_files():
+                return
+            if self.download:
+                try:
+                    self.download_files()
+                except Exception as err:  # network errors come in many types
+                    raise DatasetNotFoundError(
+                        f"{self.name}: downloading into {self.raw_dir} failed ({err}).\n"
+                        f"{self._how_to_fix()}"
+                    ) from err
+            missing = self.missing_files()
+            if missing and (wrong_layout := self._wrong_layout()):
+                raise DatasetNotFoundError(wrong_layout)
+            if missing:
+                raise DatasetNotFoundError(
+                    f"{self.name} not found: {self.raw_dir} lacks {', '.join(missing)}.\n"
+                    f"{self._how_to_fix()}"
+                )
+
+    def _layout_skip_dirs(self) -> list[Path]:
+        """Folders where found files are not misplaced (they belong to another dataset)."""
+        return [self.raw_dir]
+
+    def _wrong_layout(self) -> str | None:
+        """The expected files sitting in the wrong folder near `data_dir`, reported as such."""
+        names = [*self.expected_files(), *(f"{name}.gz" for name in self.expected_files())]
+        found = find_misplaced(self.data_dir, names, skip=self._layout_skip_dirs())
+        return layout_message(self.name, self.data_dir, self.raw_dir, found) if found else None
+
+    def diagnose_corrupt(self) -> str | None:
+        """Which file made parsing fail, and why (None: unknown)."""
+        return None
+
+    def _how_to_fix(self) -> str:
+        return (
+            f"Fix: copy the files into {self.raw_dir} (see docs/data.md), point "
+            f"data.data_dir at a folder that has them, or set data.download=true on a machine "
+            f"with internet access."
+        )
+
+    def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images N x C x H x W, int64 labels) of the official train or test split."""
+        raise NotImplementedError
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            images, labels = self.read_split(train)
+        except (DatasetNotFoundError, DatasetCorruptError):
+            raise
+        except Exception as err:
+            culprit = self.diagnose_corrupt()
+            raise DatasetCorruptError(
+                f"{self.name}: {culprit}. Delete it and fetch a fresh copy."
+                if culprit
+                else f"{self.name}: the files in {self.raw_dir} could not be read ({err}). "
+                "Delete them and fetch fresh copies."
+            ) from err
+        if tuple(images.shape[1:]) != self.sample_shape or len(images) != len(labels):
+            raise DatasetCorruptError(
+                f"{self.name}: {self.raw_dir} holds images of shape {tuple(images.shape)} and "
+                f"{len(labels)} labels; expected N x {self.sample_shape} with one label each."
+            )
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise DatasetCorruptError(
+                f"{self.name}: labels in {self.raw_dir} fall outside 0..{self.num_classes - 1}."
+            )
+        return images.contiguous(), labels.to(torch.int64)
+
+    # -- splits ----------------------------------------------------------------------------
+    def split_indices(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, validation) indices into the official training split.
+
+        Keras' `validation_split` keeps the first int(n * (1 - f)) samples for training;
+        'last' reproduces that exactly, 'random' takes a seeded random subset of that size.
+        """
+        split_at = int(size * (1.0 - float(self.val_fraction)))
+        if split_at < 1 or split_at >= size:
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} leaves {split_at} of {size} images "
+                "for training; choose a fraction that keeps both splits non-empty"
+            )
+        if self.val_split == "last":
+            order = torch.arange(size)
+        else:
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed))
+        return order[:split_at], order[split_at:]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_data()  # idempotent; makes `setup` usable outside a Trainer
+        images, labels = self._load(train=True)
+        train_idx, val_idx = self.split_indices(len(labels))
+        self.splits["train"] = (images[train_idx], labels[train_idx])
+        self.splits["val"] = (images[val_idx], labels[val_idx])
+        self.splits["test"] = self._load(train=False)
+        device = self.storage_device()
+        if device.type != "cpu":
+            # The whole dataset lives on the accelerator as uint8; batches are gathered there.
+            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def storage_device(self) -> torch.device:
+        """Where the tensors live: the accelerator's memory when training there (auto)."""
+        trainer = getattr(self, "trainer", None)
+        if self.on_device is False or trainer is None:
+            return torch.device("cpu")
+        device = trainer.strategy.root_device
+        if self.on_device == "auto" and device.type not in ("cuda", "mps"):
+            return torch.device("cpu")
+        return device
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        images, labels = self.splits[split]
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        # Under DDP each rank takes its own shard (trainer configs set use_distributed_sampler
+        # false: Lightning's wrapper would shard whole batches and pad validation).
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = IndexBatchSampler(
+            len(labels),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+            pad=split == "train",
+            device=labels.device,
+        )
+        # batch_size=None: the sampler already yields whole batches, so no collation.
+        return DataLoader(TensorBatches(images, labels), sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 -> float32 in [0, 1] on the device (the model summary's example input is
+        already float, so only uint8 tensors are converted)."""
+        if isinstance(batch, torch.Tensor):
+            return normalize_tensor(batch) if batch.dtype == torch.uint8 else batch
+        images, labels = batch
+        return normalize_tensor(images), labels
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sample_shape": list(self.sample_shape),
+            "num_classes": self.num_classes,
+            "sizes": {split: len(labels) for split, (_, labels) in self.splits.items()},
+        }

@@ -1,0 +1,204 @@
+"""The LightningModule: an image classifier around any net (`cnnlab.models.nets` or your own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MulticlassSpecificity,
+)
+
+from cnnlab.models.metrics import ConfusionMatrix, SampleMean
+from cnnlab.models.nets import count_parameters
+from cnnlab.speed.lightning_trims import CheapHookBookkeeping
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
+    """Cross-entropy on logits with torchmetrics accuracy; per-epoch train/val/test metrics.
+
+    Every metric is counted on the device inside the steps and logged once, at its epoch's
+    end: a `self.log` call per step would cost Lightning's bookkeeping on every step
+    (docs/speed.md).
+
+    `net` is the net's config (with `_target_`), built here with the datamodule's input
+    shape and class count, so a checkpoint alone is enough to rebuild the model.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        sample_shape: Sequence[int],
+        num_classes: int,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        channels_last: bool = False,
+        compile_net: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(net, DictConfig):
+            net = OmegaConf.to_container(net, resolve=True)  # type: ignore[assignment]
+        sample_shape = [int(s) for s in sample_shape]
+        class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.save_hyperparameters(
+            {
+                "net": dict(net),
+                "sample_shape": sample_shape,
+                "num_classes": num_classes,
+                "class_names": class_names,
+                "channels_last": channels_last,
+                "compile_net": compile_net,
+            },
+            logger=False,  # cnnlab logs hparams once, with real metrics, at the end of a run
+        )
+        self.net: torch.nn.Module = instantiate(
+            dict(net), sample_shape=sample_shape, num_classes=num_classes
+        )
+        self.channels_last = channels_last
+        if channels_last:
+            # NHWC activations: faster convolutions with oneDNN on CPU and on tensor cores.
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.compile_net = compile_net
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.example_input_array = torch.zeros(1, *sample_shape)
+
+        # validate_args=False: no per-step input checks (they cost host syncs on GPU).
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc_best = MaxMetric()
+        # Under DDP the ranks evaluate different numbers of samples: see SampleMean.
+        self.train_loss = SampleMean()
+        self.val_loss = SampleMean()
+        self.test_loss = SampleMean()
+        # One matrix per epoch and split, counted in the steps (RunResults reads them).
+        self.train_confusion = ConfusionMatrix(num_classes)
+        self.val_confusion = ConfusionMatrix(num_classes)
+        self.test_confusion = ConfusionMatrix(num_classes)
+        per_class = {"average": None, "validate_args": False}
+        self.test_per_class = MetricCollection(
+            {
+                "precision": MulticlassPrecision(num_classes, **per_class),
+                "recall": MulticlassRecall(num_classes, **per_class),
+                "specificity": MulticlassSpecificity(num_classes, **per_class),
+            }
+        )
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.net)
+
+    def configure_model(self) -> None:
+        if self.compile_net:
+            # In place: the state_dict keys (and so checkpoints) stay those of the plain net.
+            self.net.compile()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        images, labels = batch
+        logits = self(images)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        loss, logits, labels = self._shared_step(batch)
+        # Logged once per epoch (see `train_epoch_metrics`).
+        self.train_confusion.update(logits, labels)
+        self.train_loss.update(loss, len(labels))
+        return loss
+
+    def train_epoch_metrics(self) -> dict[str, torch.Tensor]:
+        """The epoch's mean training loss and accuracy so far, over all ranks.
+
+        The accuracy is the confusion matrix's trace over its total: the same count as a
+        per-step accuracy averaged by batch size, at no extra cost per step. Cached by
+        torchmetrics until the next update, so callers after `on_train_epoch_end` (RunHistory
+        runs before it) get the same values without another sync.
+        """
+        if self.train_loss.update_count == 0:
+            return {}
+        counts = self.train_confusion.compute()
+        return {
+            "train/loss": self.train_loss.compute(),
+            "train/acc": counts.trace().float() / counts.sum().clamp(min=1),
+        }
+
+    def on_train_epoch_end(self) -> None:
+        # Already reduced over DDP ranks by torchmetrics, so no sync_dist.
+        for name, value in self.train_epoch_metrics().items():
+            self.log(name, value, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_start(self) -> None:
+        self.train_confusion.reset()
+        self.train_loss.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        for metric in (self.val_acc, self.val_loss, self.val_confusion):
+            metric.reset()
+
+    def on_test_epoch_start(self) -> None:
+        for metric in (self.test_acc, self.test_loss, self.test_confusion, self.test_per_class):
+            metric.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.val_acc.update(logits, labels)
+        self.val_confusion.update(logits, labels)
+        self.val_loss.update(loss, len(labels))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.val_loss.update_count == 0:
+            return  # the sanity check's few batches must not count towards the best accuracy
+        # torchmetrics reduces over DDP ranks on compute, so no sync_dist.
+        val_acc = self.val_acc.compute()
+        self.val_acc_best(val_acc)
+        self.log_dict({"val/loss": self.val_loss.compute(), "val/acc": val_acc}, prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.test_acc.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.test_per_class.update(logits, labels)
+        self.test_loss.update(loss, len(labels))
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_loss.update_count:
+            self.log_dict(
+                {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
+            )
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """Class probabilities, as the seed's softmax output layer gives them."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.softmax(self(images), dim=-1)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("ImageClassifier was built without an optimizer; pass one to train")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": self.lr_scheduler_factory(optimizer),
+                "interval": "epoch",
+            },
+        }

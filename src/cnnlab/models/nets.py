@@ -1,0 +1,139 @@
+"""The seed's two CNNs, layer for layer, with Keras' 'same' padding semantics.
+
+A net is any function `(sample_shape, num_classes, **config) -> nn.Module` returning logits;
+`conf/model/*.yaml` names it in `net._target_` (docs/extending.md adds one).
+
+Nets take normalised float images in PyTorch's (N, C, H, W) layout and return
+logits; the seed's final softmax lives in the LightningModule's predict step,
+so training uses the numerically stable cross-entropy on logits (same maths).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import nn
+
+Activation = Literal["relu", "tanh", "sigmoid", "elu", "gelu"]
+Init = Literal["torch", "keras"]
+INITS = ("torch", "keras")  # PyTorch's own initialisation, or Keras' (glorot-uniform, zero bias)
+
+# The activations a dense head can use (the config check reads this table too).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding (before, after): the extra pixel goes after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _conv_same(in_ch: int, out_ch: int, size: tuple[int, int], stride: int) -> list[nn.Module]:
+    (top, bottom), (left, right) = (same_padding(s, 3, stride) for s in size)
+    if top == bottom and left == right:
+        return [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=(top, left))]
+    return [nn.ZeroPad2d((left, right, top, bottom)), nn.Conv2d(in_ch, out_ch, 3, stride=stride)]
+
+
+def _check_shape(sample_shape: Sequence[int], num_classes: int) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in sample_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"sample_shape must be (channels, height, width), got {tuple(sample_shape)}"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return shape  # type: ignore[return-value]
+
+
+def dense_head(
+    in_features: int, hidden_sizes: Sequence[int], activation: Activation, num_classes: int
+) -> list[nn.Module]:
+    """Flatten -> hidden Dense layers -> logits; the seed's "models A-F" vary this part."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, int(hidden)), ACTIVATIONS[activation]()]
+        width = int(hidden)
+    layers.append(nn.Linear(width, num_classes))
+    return layers
+
+
+def keras_init_(module: nn.Module) -> nn.Module:
+    """Keras' defaults: glorot-uniform kernels and zero biases for every conv and dense layer."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def _finish(layers: list[nn.Module], init: Init) -> nn.Sequential:
+    net = nn.Sequential(*layers)
+    if init == "keras":
+        keras_init_(net)
+    elif init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return net
+
+
+def _seed_net(
+    sample_shape: Sequence[int],
+    num_classes: int,
+    hidden_sizes: Sequence[int],
+    activation: Activation,
+    init: Init,
+    downsample: Literal["pool", "stride"],
+) -> nn.Sequential:
+    """The seed's two convolutions, halved by pooling (net_1) or a strided conv (net_2)."""
+    channels, height, width = _check_shape(sample_shape, num_classes)
+    halved = (math.ceil(height / 2), math.ceil(width / 2))
+    layers: list[nn.Module] = [
+        *_conv_same(channels, 32, (height, width), 1),
+        nn.ReLU(),
+        *_conv_same(32, 64, (height, width), 2 if downsample == "stride" else 1),
+        nn.ReLU(),
+    ]
+    if downsample == "pool":
+        # Keras' 'same' max-pooling pads the far edge: PyTorch's ceil_mode is the same window set.
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    layers += dense_head(64 * halved[0] * halved[1], hidden_sizes, activation, num_classes)
+    return _finish(layers, init)
+
+
+def net_1(
+    sample_shape: Sequence[int],
+    num_classes: int,
+    hidden_sizes: Sequence[int] = (128,),
+    activation: Activation = "relu",
+    init: Init = "torch",
+) -> nn.Sequential:
+    """Conv(32,3x3,same,relu) -> Conv(64,3x3,same,relu) -> MaxPool(2x2,same) -> Dense head."""
+    return _seed_net(sample_shape, num_classes, hidden_sizes, activation, init, "pool")
+
+
+def net_2(
+    sample_shape: Sequence[int],
+    num_classes: int,
+    hidden_sizes: Sequence[int] = (128,),
+    activation: Activation = "relu",
+    init: Init = "torch",
+) -> nn.Sequential:
+    """As net_1 without pooling; the second conv downsamples with stride 2 instead."""
+    return _seed_net(sample_shape, num_classes, hidden_sizes, activation, init, "stride")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,165 @@
+"""The figures of a run and of a sweep report, drawn with matplotlib's non-interactive Agg canvas.
+
+Figures are built as `matplotlib.figure.Figure` on a `FigureCanvasAgg`, never through pyplot,
+so no GUI backend is touched (headless machines, parallel sweep jobs) and no global figure
+state leaks between runs.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cnnlab.results.confusion import normalize_rows
+
+History = Sequence[Mapping[str, Any]]
+CURVES_FILE = "curves.png"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def to_rgb(figure: Figure) -> np.ndarray:
+    """(H, W, 3) uint8 pixels, for TensorBoard's Images tab."""
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def wrap_label(label: str, width: int = 30) -> str:
+    """Break a long override list after its commas, so labels never squeeze the axes away."""
+    return textwrap.fill(label.replace(",", ", "), width).replace(", ", ",")
+
+
+def _series(history: History, key: str) -> tuple[list[int], list[float]]:
+    """Epochs (0-based, as in metrics.json and checkpoint names) and values that logged `key`."""
+    points = [
+        (int(e["epoch"]), float(e[key]))
+        for e in history
+        if e.get(key) is not None and math.isfinite(float(e[key]))
+    ]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def curves_figure(history: History, title: str = "") -> Figure:
+    """Two panels, loss and accuracy: train versus validation per epoch."""
+    figure = new_figure(10, 4)
+    for ax, metric, label in zip(
+        figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True
+    ):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            epochs, values = _series(history, f"{split}/{metric}")
+            ax.plot(epochs, values, style, label=f"{split} {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def draw_confusion(
+    ax: Axes, counts: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], title: str
+) -> None:
+    """Row-normalised matrix (rows = true class) with class names and each cell's value."""
+    normalised = normalize_rows(counts)
+    size = len(normalised)
+    ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    font = max(4.0, min(9.0, 90.0 / size))
+    for row in range(size):
+        for col in range(size):
+            value = normalised[row, col]
+            ax.text(
+                col,
+                row,
+                "0" if value == 0 else f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if value > 0.5 else "black",
+            )
+    ticks = np.arange(size)
+    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right", fontsize=font + 1)
+    ax.set_yticks(ticks, labels=class_names, fontsize=font + 1)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+
+
+def confusion_figure(
+    counts: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], title: str
+) -> Figure:
+    figure = new_figure(6.5, 6)
+    draw_confusion(figure.subplots(), counts, class_names, title)
+    return figure
+
+
+def confusion_grid_figure(
+    panels: Sequence[tuple[str, np.ndarray | Sequence[Sequence[int]], Sequence[str]]],
+    title: str,
+) -> Figure:
+    """One normalised matrix per run, side by side (three per row): (label, counts, names)."""
+    columns = min(3, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure = new_figure(5.5 * columns, 6.0 * rows + 0.5)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for ax, (label, counts, class_names) in zip(axes, panels, strict=False):
+        draw_confusion(ax, counts, class_names, wrap_label(label, 60))
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    figure.suptitle(title)
+    return figure
+
+
+def times_figure(labels: Sequence[str], seconds: Sequence[float]) -> Figure:
+    """Training time per run, one bar each, value on top (the seed's Fig. 7)."""
+    figure = new_figure(max(5.0, 1.2 * len(labels) + 2), 4)
+    ax = figure.subplots()
+    bars = ax.bar(range(len(labels)), seconds, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{s:.1f} s" for s in seconds], fontsize=8)
+    ax.set_xticks(
+        range(len(labels)), labels=[wrap_label(x) for x in labels], rotation=30, ha="right"
+    )
+    ax.set_ylabel("training time (s)")
+    ax.set_title("Training time per run")
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def val_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
+    """Validation loss and accuracy per epoch, every run overlaid (the seed's Figs. 5-6)."""
+    figure = new_figure(11, 4.5)
+    for ax, metric, label in zip(
+        figure.subplots(1, 2), ("val/loss", "val/acc"), ("validation loss", "validation accuracy"),
+        strict=True,
+    ):  # fmt: skip
+        for run_label, history in runs:
+            epochs, values = _series(history, metric)
+            ax.plot(epochs, values, "o-", markersize=3, label=wrap_label(run_label, 45))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.legend(fontsize=8)
+    return figure

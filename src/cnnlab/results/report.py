@@ -1,0 +1,313 @@
+"""The sweep report: the seed's whole "Resultados" section, from the run folders' files alone.
+
+`build_report(folder)` reads every training run under `folder` (its `metrics.json` and
+`confusion.json`; Hydra's `.hydra/overrides.yaml` when a job left no record) and writes
+`report.md` plus its figures (`report_*.png`) into it. Nothing else is needed, so the report can be
+rebuilt later, elsewhere, for sweeps made by any launcher, for one run folder, or for a folder
+holding several sweeps (one section per sweep: the folder that holds its runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cnnlab.errors import CnnlabError
+from cnnlab.results.confusion import CONFUSION_FILE
+from cnnlab.results.figures import (
+    confusion_figure,
+    confusion_grid_figure,
+    save_png,
+    times_figure,
+    val_curves_figure,
+)
+from cnnlab.results.markdown import finite, fmt, relative, render_group
+from cnnlab.results.record import (
+    COMPLETED,
+    METRICS_FILE,
+    is_location_key,
+    job_order,
+    read_json,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.md"
+# Figures sit next to report.md as files, not in a folder, so that nothing new looks like
+# a job folder in a sweep (or like a sweep in a folder of sweeps).
+FIGURE_PREFIX = "report_"
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it: its record, its matrices and a short label."""
+
+    folder: Path
+    record: dict[str, Any]
+    confusion: dict[str, Any]
+    overrides: dict[str, str]
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status", "no metrics.json"))
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return finite((self.record.get("best") or {}).get("val/acc"))
+
+    @property
+    def best_epoch(self) -> int | None:
+        return (self.record.get("best") or {}).get("epoch")
+
+    @property
+    def test(self) -> dict[str, Any]:
+        return self.record.get("test") or {}
+
+    @property
+    def train_s(self) -> float | None:
+        return finite((self.record.get("time") or {}).get("train_s"))
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.record.get("history") or [])
+
+    @property
+    def reason(self) -> str:
+        """Why a run did not complete, in one line (status, divergence point, error)."""
+        parts = []
+        diverged_at = self.record.get("diverged_at")
+        if isinstance(diverged_at, dict):
+            parts.append(
+                f"diverged at epoch {diverged_at.get('epoch')}, step {diverged_at.get('step')}"
+            )
+        if self.record.get("error"):
+            parts.append(str(self.record["error"]))
+        if not parts:
+            parts.append(
+                {
+                    "no metrics.json": "no metrics.json: the job stopped before training started",
+                    "running": "still running, or killed before it could record how it ended",
+                    "interrupted": "stopped before the end (Ctrl-C or a signal)",
+                }.get(self.status, "no reason recorded")
+            )
+        return " ".join("; ".join(parts).split())
+
+
+@dataclass
+class Group:
+    """Runs that share a parent folder: one sweep (or a folder of single runs)."""
+
+    folder: Path
+    runs: list[Run]
+    figure_stem: Path  # e.g. <folder>/report_ or <folder>/report_<sweep>_
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Run | None:
+        """Highest best validation accuracy among completed runs (never chosen by test)."""
+        scored = [r for r in self.runs if r.completed and r.best_val_acc is not None]
+        return max(scored, key=lambda r: r.best_val_acc) if scored else None  # first on ties
+
+
+@dataclass
+class Report:
+    path: Path
+    groups: list[Group]
+    seconds: float
+
+    @property
+    def runs(self) -> list[Run]:
+        return [run for group in self.groups for run in group.runs]
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    except Exception:  # a damaged file makes the run look like one without it
+        return None
+
+
+def _is_training_run(folder: Path, record: dict[str, Any]) -> bool:
+    """Training runs have a model in their config (evaluation runs do not)."""
+    config = _load_yaml(folder / ".hydra" / "config.yaml")
+    if isinstance(config, dict):
+        return "model" in config
+    return bool(record) and ("history" in record or record.get("status") != COMPLETED)
+
+
+def _parse_overrides(items: Any) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in items or []:
+        key, _, value = str(item).partition("=")
+        key = key.lstrip("+~")
+        if not is_location_key(key):
+            parsed[key] = value
+    return parsed
+
+
+def find_runs(folder: Path) -> list[Run]:
+    """Every training run folder under `folder` (itself included), sorted by sweep and job."""
+    candidates = {p.parent for p in folder.rglob(METRICS_FILE)}
+    candidates |= {p.parent.parent for p in folder.rglob(".hydra/config.yaml")}
+    runs = []
+    for run_dir in candidates:
+        record = read_json(run_dir / METRICS_FILE)
+        if not _is_training_run(run_dir, record):
+            continue
+        overrides = record.get("overrides")
+        if overrides is None:
+            overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml")
+        runs.append(
+            Run(
+                folder=run_dir,
+                record=record,
+                confusion=read_json(run_dir / CONFUSION_FILE),
+                overrides=_parse_overrides(overrides),
+            )
+        )
+    return sorted(runs, key=lambda r: (str(r.folder.parent), *job_order(r.folder)))
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Label each run by the overrides that differ across `runs` (all of them for one run);
+    the folder name where that leaves nothing or two runs alike."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.overrides if k not in keys]
+    if len(runs) > 1:
+        keys = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    for run in runs:
+        run.label = ",".join(f"{k}={run.overrides[k]}" for k in keys if k in run.overrides)
+    labels = [r.label for r in runs]
+    for run in runs:
+        if not run.label or labels.count(run.label) > 1:
+            run.label = run.name
+
+
+def _matrix_panels(runs: list[Run], split: str) -> list[tuple[str, Any, list[str]]]:
+    panels = []
+    for run in runs:
+        counts = run.confusion.get(split)
+        if counts:
+            names = run.confusion.get("class_names") or [str(i) for i in range(len(counts))]
+            panels.append((f"{run.label} (epoch {run.confusion.get('epoch')})", counts, names))
+    return panels
+
+
+def draw_group_figures(group: Group) -> None:
+    """The seed's Figs. 5-11 for one sweep, as PNG files under the group's figures folder."""
+
+    def out(name: str) -> Path:
+        return group.figure_stem.with_name(f"{group.figure_stem.name}{name}.png")
+
+    timed = [r for r in group.runs if r.train_s is not None]
+    if timed:
+        figure = times_figure([r.label for r in timed], [r.train_s for r in timed])
+        group.figures["times"] = save_png(figure, out("train_times"))
+    curves = [(r.label, r.history) for r in group.runs if r.history]
+    if curves:
+        group.figures["curves"] = save_png(val_curves_figure(curves), out("val_curves"))
+    for split, title in (("train", "Training set"), ("val", "Validation set")):
+        panels = _matrix_panels(group.runs, split)
+        if panels:
+            figure = confusion_grid_figure(panels, f"{title}: normalised confusion matrices")
+            group.figures[f"confusion_{split}"] = save_png(figure, out(f"confusion_{split}"))
+    best = group.best
+    if best is not None and best.confusion.get("test"):
+        names = best.confusion.get("class_names") or []
+        accuracy = fmt(best.test.get("test/acc"), ".4f")
+        figure = confusion_figure(
+            best.confusion["test"], names, f"Best run {best.label}: test accuracy {accuracy}"
+        )
+        group.figures["best_test"] = save_png(figure, out("best_test_confusion"))
+
+
+def build_report(folder: Path) -> Report:
+    """Write `report.md` and its figures into `folder`; raises CnnlabError when it has no runs."""
+    start = time.perf_counter()
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise CnnlabError(f"{folder} is not a folder: pass a run or sweep folder under outputs/")
+    runs = find_runs(folder)
+    if not runs:
+        raise CnnlabError(
+            f"No training runs in {folder}: a run folder holds the metrics.json written by "
+            "src/train.py. Pass a sweep (outputs/train/multiruns/<sweep>), a run or a folder "
+            "holding them."
+        )
+    by_parent: dict[Path, list[Run]] = {}
+    for run in runs:
+        by_parent.setdefault(run.folder.parent, []).append(run)
+    several = len(by_parent) > 1
+    groups = []
+    for parent, members in by_parent.items():
+        label_runs(members)
+        slug = f"{relative(parent, folder).replace('/', '__')}_" if several else ""
+        group = Group(parent, members, folder / f"{FIGURE_PREFIX}{slug}")
+        draw_group_figures(group)
+        groups.append(group)
+
+    completed = sum(r.completed for r in runs)
+    lines = [
+        f"# Results: {folder.name}",
+        "",
+        f"{len(runs)} run(s), {completed} completed, {len(runs) - completed} did not"
+        f"{f', in {len(groups)} sweeps' if several else ''}. Built "
+        f"{datetime.now():%Y-%m-%d %H:%M} from the run folders' `{METRICS_FILE}` and "
+        f"`{CONFUSION_FILE}`; rebuild with `python src/report.py {folder}`.",
+        "",
+        "Epochs count from 0, as in metrics.json and checkpoint names. The training-set "
+        "matrices come from the training steps' own predictions during that epoch (the "
+        "weights change as it goes); validation and test matrices from the weights the test "
+        "scored: those of the best epoch by validation accuracy (the last epoch when a run "
+        "kept no checkpoint). Matrices "
+        "are normalised per true class (rows sum to 1; a class absent from a split is a row "
+        "of zeros).",
+        "",
+    ]
+    for group in groups:
+        if several:
+            lines += [f"## Sweep `{relative(group.folder, folder)}`", ""]
+        lines += render_group(group, folder, level=3 if several else 2)
+    path = folder / REPORT_FILE
+    path.write_text("\n".join(lines))
+    return Report(path=path, groups=groups, seconds=time.perf_counter() - start)
+
+
+def newest_sweep(log_dir: Path) -> Path:
+    """The most recently started sweep under `log_dir` (`<task>/multiruns/<sweep>`)."""
+    sweeps = [p for p in log_dir.glob("*/multiruns/*") if p.is_dir()]
+    if not sweeps:
+        raise CnnlabError(
+            f"No sweep under {log_dir}/*/multiruns/: run one (make sweep) or pass a folder, "
+            "e.g. python src/report.py outputs/train/runs/<run>"
+        )
+    return max(sweeps, key=lambda p: p.stat().st_mtime)
+
+
+def report_after_sweep(sweep_dir: Path) -> str | None:
+    """Build the report at the end of a multirun; returns the error instead of raising, so
+    the sweep's own verdict on its jobs still comes."""
+    try:
+        report = build_report(sweep_dir)
+    except Exception as err:
+        log.exception("The sweep report of %s could not be built", sweep_dir)
+        return f"{type(err).__name__}: {err}"
+    log.info("Sweep report: %s (built in %.1f s)", report.path, report.seconds)
+    print(f"Sweep report: {report.path} (built in {report.seconds:.1f} s)")
+    return None

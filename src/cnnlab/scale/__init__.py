@@ -1,0 +1,1 @@
+"""Scale-out glue: Hydra's launchers and sweeper and Lightning's DDP, fitted to cnnlab."""

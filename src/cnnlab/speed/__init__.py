@@ -1,0 +1,1 @@
+"""Speed: the runtime switches and Lightning trims, each with one switch (docs/speed.md)."""

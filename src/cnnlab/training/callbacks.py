@@ -1,0 +1,154 @@
+"""The Lightning callbacks every run has: its history, its matrices, its config in checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchmetrics import Metric
+
+from cnnlab.results.run_files import Counts, RunMatrices
+
+
+def _now(pl_module: pl.LightningModule) -> float:
+    """Wall time after queued accelerator work finishes (once per epoch boundary, not per step)."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()
+
+
+def scalar(value: Any) -> float:
+    """A logged value (a 0-d tensor or a number) as a float."""
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+class RunHistory(pl.Callback):
+    """Per-epoch metrics and wall times, kept for `metrics.json` and the sweep report.
+
+    Reads the epoch-level values Lightning already aggregated (no extra sync per step).
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self.test_seconds: float | None = None
+        self._epoch_start = 0.0
+        self._train_end: float | None = None
+        self._val_start = 0.0
+        self._val_seconds = 0.0
+        self._test_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = _now(pl_module)
+        self._train_end = None
+        self._val_seconds = 0.0
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = _now(pl_module)
+        if self._train_end is None and not trainer.sanity_checking:
+            self._train_end = self._val_start  # validation runs at the end of the epoch
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_seconds += _now(pl_module) - self._val_start
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        record: dict[str, float] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        metrics = dict(trainer.callback_metrics)
+        # Lightning calls this hook before the module's own `on_train_epoch_end`, where
+        # ImageClassifier logs its training metrics: read them from the module directly.
+        train_epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
+        if callable(train_epoch_metrics):
+            metrics.update(train_epoch_metrics())
+        for name, value in metrics.items():
+            if name.startswith(("train/", "val/")):
+                record[name] = scalar(value)
+        now = _now(pl_module)
+        elapsed = now - self._epoch_start
+        record["time/epoch_s"] = elapsed
+        record["time/train_s"] = (self._train_end or now) - self._epoch_start
+        record["time/val_s"] = self._val_seconds
+        self.epochs.append(record)
+        pl_module.log("time/epoch_s", elapsed, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test_start = _now(pl_module)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.test_seconds = _now(pl_module) - self._test_start
+
+    def best_epoch(self, monitor: str = "val/acc", mode: str = "max") -> dict[str, float] | None:
+        scored = [e for e in self.epochs if monitor in e and math.isfinite(e[monitor])]
+        if not scored:
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda e: e[monitor])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the composed run config in every checkpoint, so evaluation needs only the file."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["cnnlab_config"] = self.config
+
+
+def _counts(metric: Metric | None) -> Counts | None:
+    """The metric's matrix as plain ints, or None when it saw no batch (nothing to report)."""
+    if metric is None or metric.update_count == 0:
+        return None
+    return metric.compute().cpu().tolist()
+
+
+class RunResults(pl.Callback):
+    """Keeps the train and validation confusion counts of every epoch and the test's.
+
+    The module counts on the device in its steps and resets at each epoch start; this reads
+    the totals once per epoch (one transfer of C x C ints), never per step.
+    """
+
+    def __init__(self) -> None:
+        # Under DDP every rank computes the same synced totals; rank zero writes the files.
+        self.matrices = RunMatrices()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        counts = _counts(getattr(pl_module, "train_confusion", None))
+        if counts is not None:
+            self.matrices.train[trainer.current_epoch] = counts
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        counts = _counts(getattr(pl_module, "val_confusion", None))
+        if counts is not None:
+            self.matrices.val[trainer.current_epoch] = counts
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.matrices.test = _counts(getattr(pl_module, "test_confusion", None))
+        per_class = getattr(pl_module, "test_per_class", None)
+        if self.matrices.test is not None and per_class is not None:
+            self.matrices.test_per_class = {
+                k: v.cpu().tolist() for k, v in per_class.compute().items()
+            }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train": self.matrices.train, "val": self.matrices.val}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Merge, never replace: resuming fills in the earlier epochs, while `trainer.test`
+        (which restores callbacks from the best checkpoint) must not drop the later ones."""
+        for name in ("train", "val"):
+            saved = {int(k): v for k, v in state_dict.get(name, {}).items()}
+            setattr(self.matrices, name, {**saved, **getattr(self.matrices, name)})

@@ -1,0 +1,207 @@
+"""Checks before training: single config values before anything is built (`validate_train_config`),
+then the built pieces against each other before `fit` (`check_before_fit`).
+
+Each mismatch is one message naming the key, not a shape error deep inside PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.data.datamodule import DATA_RULES, ImageDataModule
+from cnnlab.errors import ConfigError, check_value
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.models.nets import ACTIVATIONS, INITS
+from cnnlab.results.record import is_location_key
+from cnnlab.training.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def to_plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config as plain Python values, for JSON and checkpoints."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str) -> None:
+    value = _get(cfg, key)
+    if value is not None:
+        check_value(key, value, ok, allowed)
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Reject values that would fail late (or silently train nonsense) with one clear message."""
+    for name, (ok, allowed) in DATA_RULES.items():
+        _check(cfg, f"data.{name}", ok, allowed)
+    _check(
+        cfg,
+        "trainer.max_epochs",
+        lambda v: int(v) == v and (v >= 1 or v == -1),
+        "it must be an integer >= 1 (or -1 for no limit)",
+    )
+    _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
+    _check(cfg, "model.net.init", lambda v: v in INITS, f"use one of {', '.join(INITS)}")
+    _check(
+        cfg,
+        "model.net.activation",
+        lambda v: v in ACTIVATIONS,
+        f"use one of {', '.join(ACTIVATIONS)}",
+    )
+    hidden = _get(cfg, "model.net.hidden_sizes")
+    if hidden is not None and (
+        not OmegaConf.is_list(hidden) or not all(isinstance(h, int) and h >= 1 for h in hidden)
+    ):
+        raise ConfigError(
+            f"model.net.hidden_sizes={hidden!r} is invalid: give a list of positive integers, "
+            "e.g. [128] or [40,40]"
+        )
+
+
+# Keys that would pin the net's input or output size; cnnlab takes both from the dataset.
+_PINNED_SHAPE_KEYS = ("model.sample_shape", "model.net.sample_shape")
+_PINNED_CLASS_KEYS = ("model.num_classes", "model.net.num_classes")
+# Settings whose change between a checkpoint and its resumption breaks exact resumption.
+_RESUME_SECTIONS = ("data", "model", "optimizer", "lr_scheduler", "seed")
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def check_model_fits_data(
+    cfg: DictConfig, datamodule: ImageDataModule, model: ImageClassifier
+) -> None:
+    """The net takes the dataset's images and gives one output per class."""
+    shape, classes = list(datamodule.sample_shape), datamodule.num_classes
+    about = f"{datamodule.name}, whose images are {_shape(shape)} with {classes} classes"
+    for key in _PINNED_SHAPE_KEYS + _PINNED_CLASS_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        wanted = shape if key in _PINNED_SHAPE_KEYS else classes
+        plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if plain != wanted:
+            raise ConfigError(
+                f"{key}={plain} does not fit {about}: remove it (cnnlab takes the input shape "
+                "and the class count from the dataset) or choose the data=... it was meant for"
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(2, *shape))
+    except Exception as err:
+        raise ConfigError(
+            f"model.net ({cfg.model.net._target_}) does not accept {about}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    finally:
+        model.train(was_training)
+    if tuple(output.shape) != (2, classes):
+        raise ConfigError(
+            f"model.net ({cfg.model.net._target_}) gives outputs of shape "
+            f"{tuple(output.shape[1:])} for {about}; it must give one logit per class ({classes})"
+        )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flat(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    flat = _flat({k: config.get(k) for k in _RESUME_SECTIONS})
+    return {k: v for k, v in flat.items() if not is_location_key(k)}
+
+
+def check_resume_checkpoint(cfg: DictConfig, model: ImageClassifier) -> None:
+    """`ckpt_path` exists, is a checkpoint, and holds this model; warn if other settings differ."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        return
+    path = Path(str(ckpt_path)).expanduser()
+    checkpoint = read_checkpoint(
+        path,
+        "give the checkpoints/last.ckpt of the run to resume (an interrupted run prints "
+        "the full command)",
+    )
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "loops" not in checkpoint:
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a Lightning training checkpoint")
+
+    ours = model.state_dict()
+    clashes = [
+        f"{key}: {tuple(value.shape)} in the checkpoint, {tuple(ours[key].shape)} here"
+        for key, value in state.items()
+        if key in ours and tuple(value.shape) != tuple(ours[key].shape)
+    ]
+    clashes += [
+        f"{key}: only in the checkpoint"
+        for key in state
+        if key.startswith("net.") and key not in ours
+    ]
+    clashes += [
+        f"{key}: not in the checkpoint"
+        for key in ours
+        if key.startswith("net.") and key not in state
+    ]
+    if clashes:
+        trained = checkpoint.get("hyper_parameters", {})
+        built_for = (
+            f" (it holds {trained.get('net', {}).get('_target_', 'a net')} for "
+            f"{_shape(trained['sample_shape'])} images and {trained.get('num_classes')} classes)"
+            if "sample_shape" in trained
+            else ""
+        )
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not fit this run's model{built_for}: "
+            f"{'; '.join(clashes[:3])}. Resume with the data=... and model options of the run "
+            "that wrote it."
+        )
+
+    saved = checkpoint.get("cnnlab_config")
+    if not isinstance(saved, dict):
+        return
+    before, now = _settings(saved), _settings(to_plain(cfg))
+    old_optimizer, new_optimizer = before.get("optimizer._target_"), now.get("optimizer._target_")
+    if old_optimizer and new_optimizer and old_optimizer != new_optimizer:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was trained with {old_optimizer}, but this run uses "
+            f"optimizer {new_optimizer}: resuming restores the optimizer's state, so use the "
+            "optimizer=... of the run that wrote it"
+        )
+    changed = [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]
+    if changed:
+        log.warning(
+            "Resuming %s with settings that differ from the run that wrote it (%s). The result "
+            "will not match an uninterrupted run, and the optimizer's state (its learning rate "
+            "included) comes from the checkpoint.",
+            ckpt_path,
+            "; ".join(changed),
+        )
+
+
+def check_before_fit(cfg: DictConfig, datamodule: ImageDataModule, model: ImageClassifier) -> None:
+    """Everything that can be known wrong before the first step."""
+    check_model_fits_data(cfg, datamodule, model)
+    check_resume_checkpoint(cfg, model)

@@ -1,0 +1,132 @@
+"""How an entry point runs a task and how the task ends: its recorded status and exit code.
+
+Statuses: running, completed, failed, diverged, interrupted (`cnnlab.results.record`). A
+failed job of a sweep is recorded in its own folder and the sweep goes on; the sweep exits
+non-zero at the end (`cnnlab.results.sweep_summary.SweepSummary`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import CnnlabError, ConfigError, Interrupted
+from cnnlab.results.record import METRICS_FILE, read_json, write_json
+from cnnlab.training.interruption import stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+def full_error_requested() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def as_user_error(err: Exception) -> Exception:
+    """Unwrap Hydra's InstantiationException: the config could not be turned into an object.
+
+    A user error inside it is returned as is; any other cause (an unknown activation, an
+    unexpected keyword, a GPU asked for on a machine without one) becomes a ConfigError
+    naming the config key, so it is reported in one line like other bad values.
+    """
+    if not isinstance(err, InstantiationException):
+        return err
+    root: BaseException = err
+    while isinstance(root, InstantiationException) and root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, CnnlabError):
+        return root
+    message = str(err)
+    key = message.rsplit("full_key: ", 1)[1].strip() if "full_key: " in message else "config"
+    cause = str(root) if root is not err else message.split("\n", 1)[-1]
+    return ConfigError(f"{key}: could not be built from the config: {type(root).__name__}: {cause}")
+
+
+def hydra_choices() -> dict[str, Any]:
+    """Which option of each config group this run uses, and the overrides that made it."""
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    return {"choices": choices, "overrides": list(hydra_cfg.overrides.task)}
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_status(cfg: DictConfig, status: str, **fields: Any) -> None:
+    """Merge `status` and `fields` into the run folder's metrics.json, keeping what is there."""
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    if not output_dir:
+        return
+    path = Path(output_dir) / METRICS_FILE
+    summary = read_json(path)
+    summary.update({"status": status, **fields})
+    for key, value in hydra_choices().items():
+        summary.setdefault(key, value)
+    write_json(path, summary)
+
+
+def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run `task`, turning any failure into a recorded status and a clear message.
+
+    Single run: a user error (CnnlabError) prints one message and exits non-zero; other
+    errors keep their traceback. Multirun: the failure is recorded in the job's folder and
+    logged, and None is returned so the other jobs (and the sweep report) still run.
+    A diverged or interrupted run (`cnnlab.errors.RunStopped`) is recorded with that status;
+    once a sweep got SIGINT/SIGTERM, its remaining jobs are recorded as interrupted unrun.
+    """
+    with stop_on_signals(keep_request=in_multirun()) as stop:
+        if stop.signum is not None:
+            record_status(
+                cfg, "interrupted", error=f"not started: the sweep was stopped by {stop.name}"
+            )
+            return None
+        try:
+            return task(cfg)
+        except Exception as raised:
+            err = as_user_error(raised)
+            status = getattr(err, "status", "failed")
+            # A diverged or interrupted run's status already says what happened.
+            error = str(err) if status != "failed" else f"{type(err).__name__}: {err}"
+            record_status(cfg, status, error=error, **getattr(err, "record", {}))
+            if full_error_requested():
+                raise
+            if in_multirun():
+                if isinstance(err, CnnlabError):
+                    log.error("Job %s: %s", status, err)
+                else:
+                    log.error("Job failed:\n%s", "".join(traceback.format_exception(err)))
+                return None
+            if isinstance(err, CnnlabError):
+                print(f"Error: {err}", file=sys.stderr)
+                sys.exit(err.exit_code)
+            raise
+        except (KeyboardInterrupt, SystemExit) as err:
+            # Lightning's own SIGTERM handling (graceful), or a second signal (at once).
+            if stop.signum is None and not isinstance(err, KeyboardInterrupt):
+                raise
+            stopped = stop.stopped or Interrupted(
+                stop.signum or signal.SIGINT,
+                f"Stopped at once by {stop.name or 'SIGINT'}; resume from the last checkpoint in "
+                "the run folder's checkpoints/ with ckpt_path=<file>.",
+            )
+            record_status(cfg, stopped.status, error=str(stopped), **stopped.record)
+            if in_multirun():
+                if not stop.at_once:  # Lightning's own graceful SIGTERM handling
+                    log.error("Job interrupted: %s", stopped)
+                    return None
+                raise  # a second signal stops the whole sweep at once
+            print(f"Error: {stopped}", file=sys.stderr)
+            sys.exit(stopped.exit_code)

@@ -1,0 +1,189 @@
+"""The one training run: datamodule -> model -> callbacks -> loggers -> trainer -> fit -> test.
+
+`src/train.py` is the thin Hydra entry point around `train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+from cnnlab.data.datamodule import ImageDataModule
+from cnnlab.errors import CnnlabError
+from cnnlab.models.classifier import ImageClassifier
+from cnnlab.results.record import METRICS_FILE, write_json
+from cnnlab.results.run_files import write_run_files
+from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
+from cnnlab.speed.lightning_trims import NoProfiler
+from cnnlab.speed.runtime import apply_runtime_settings
+from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
+from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
+from cnnlab.training.dashboard import log_figures, log_hparams
+from cnnlab.training.entry import hydra_choices
+from cnnlab.training.interruption import StopOnSignal
+
+log = logging.getLogger(__name__)
+
+# In-memory tensors need no worker processes; Lightning's hint about workers does not apply.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API.
+warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+    """Every entry with a `_target_`, skipping entries that are null or have `enabled: false`."""
+    callbacks: list[pl.Callback] = []
+    for name, conf in (cfg or {}).items():
+        if conf is None:
+            continue
+        conf = OmegaConf.to_container(conf, resolve=True)
+        if not conf.pop("enabled", True):
+            continue
+        if "_target_" not in conf:
+            raise CnnlabError(f"callbacks.{name} has no _target_; cannot build it")
+        callbacks.append(instantiate(conf))
+    return callbacks
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Fit, test the best checkpoint, and write `metrics.json`; returns that summary.
+
+    `extra_callbacks` lets programs (the benchmark, tests) observe a run without config.
+    """
+    validate_train_config(cfg)
+    apply_runtime_settings(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = output_dir / METRICS_FILE
+    run_info = hydra_choices()
+    summary: dict[str, Any] = {"status": "running", **run_info, "output_dir": str(output_dir)}
+    if rank_zero_only.rank == 0:  # under DDP, rank 0 alone writes the record
+        write_json(metrics_path, summary)
+
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: ImageDataModule = instantiate(cfg.data)
+    log.info("Instantiating model <%s> with net <%s>", cfg.model._target_, cfg.model.net._target_)
+    model: ImageClassifier = instantiate(
+        cfg.model,
+        _recursive_=False,
+        sample_shape=list(datamodule.sample_shape),
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        optimizer=instantiate(cfg.optimizer),
+        lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+    )
+    history = RunHistory()
+    run_results = RunResults()
+    callbacks = [
+        StopOnSignal(),  # SIGINT/SIGTERM end the run between batches
+        *instantiate_callbacks(cfg.get("callbacks")),
+        history,
+        run_results,
+        ConfigInCheckpoint(to_plain(cfg)),
+        *extra_callbacks,
+    ]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    # Checkpoints and the progress bar exist iff configured (Lightning would add its own).
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        profiler=cfg.trainer.get("profiler") or NoProfiler(),
+    )
+    check_ddp_settings(cfg, trainer)
+
+    summary.update(
+        {
+            "data": cfg.data._target_.rsplit(".", 1)[-1],
+            "net": cfg.model.net._target_.rsplit(".", 1)[-1],
+            "optimizer": to_plain(cfg.optimizer),
+            "batch_size": int(cfg.data.batch_size),
+            "max_epochs": int(cfg.trainer.max_epochs),
+            "seed": int(cfg.seed),
+            "params": model.num_parameters,
+            "class_names": list(datamodule.class_names),
+        }
+    )
+
+    check_before_fit(cfg, datamodule, model)
+    if trainer.is_global_zero:
+        write_json(metrics_path, summary)  # a run that stops early still says what it was
+
+    start = time.perf_counter()
+    with ddp_children_run_this_job(trainer):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - start
+    summary["data_sizes"] = datamodule.describe()["sizes"]
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    last_path = checkpoint.last_model_path if checkpoint is not None else ""
+
+    fitted = {k: scalar(v) for k, v in trainer.callback_metrics.items()}
+    best = history.best_epoch("val/acc", "max")
+    summary.update(
+        {
+            "epochs": trainer.current_epoch if trainer.state.finished else len(history.epochs),
+            "steps": trainer.global_step,
+            "time": {
+                "train_s": train_seconds,
+                "per_epoch_s": [e["time/epoch_s"] for e in history.epochs],
+                "val_s": sum(e["time/val_s"] for e in history.epochs),
+                "train_batches_s": sum(e["time/train_s"] for e in history.epochs),
+            },
+            "final": {
+                k: fitted[k]
+                for k in ("train/loss", "train/acc", "val/loss", "val/acc")
+                if k in fitted
+            },
+            "best": {
+                "epoch": best["epoch"] if best else None,
+                "val/acc": best["val/acc"] if best else None,
+                "val/loss": best.get("val/loss") if best else None,
+                "checkpoint": best_path or None,
+            },
+            "last_checkpoint": last_path or None,
+            "history": history.epochs,
+        }
+    )
+
+    if cfg.get("test", True):
+        ckpt_path = best_path or None
+        log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
+        results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        test = {k: float(v) for k, v in results[0].items()} if results else {}
+        summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
+        summary["time"]["test_s"] = history.test_seconds
+        if trainer.is_global_zero:
+            print(f"Test loss: {test.get('test/loss', math.nan)}")
+            print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+
+    if trainer.is_global_zero:  # matrices, per-class table and figures; rank 0 writes files
+        figures = write_run_files(output_dir, summary, run_results.matrices)
+        log_figures(loggers, figures, summary["time"], int(summary["steps"]))
+    summary["status"] = "completed"
+    if trainer.is_global_zero:
+        write_json(metrics_path, summary)
+    log_hparams(loggers, cfg, run_info["choices"], summary)
+    log.info("Run folder: %s", output_dir)
+    return summary

@@ -1,0 +1,43 @@
+"""The private Lightning names in cnnlab.lightning_internals still mean what they meant."""
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from cnnlab.lightning_internals import HOOK_NAME_ATTRIBUTE, relaunches_script
+
+
+class _Recorder(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+        self.seen: list[Any] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.seen.append(getattr(self, HOOK_NAME_ATTRIBUTE, "<not set>"))
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_names_the_running_hook_in_the_attribute_the_trims_skip() -> None:
+    model = _Recorder()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)))
+    trainer = pl.Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(model, data)
+    assert model.seen == ["training_step", "training_step"], (
+        f"Lightning no longer sets {HOOK_NAME_ATTRIBUTE} around hooks: update "
+        "cnnlab.lightning_internals.HOOK_NAME_ATTRIBUTE"
+    )
+
+
+def test_ddp_relaunch_is_recognised_by_lightnings_launcher_class() -> None:
+    ddp = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    single = pl.Trainer(accelerator="cpu", devices=1, logger=False)
+    assert relaunches_script(ddp), "Lightning's script launcher class changed"
+    assert not relaunches_script(single)
