@@ -57,13 +57,19 @@ def metrics_of(run_dir: Path) -> dict[str, Any]:
 
 
 def run_cli(
-    script: str, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 300
+    script: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: int = 300,
+    script_root: Path = ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run one of the real entry points (`src/train.py`, ...) as a user would."""
+    """Run one of the real entry points (`src/train.py`, ...) as a user would; `script_root`
+    is the project whose `src/` it runs (a scratch copy, say)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *args],
+        [sys.executable, str(script_root / "src" / script), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
