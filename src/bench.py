@@ -2,6 +2,8 @@
 
 import argparse
 import logging
+import shlex
+import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +12,7 @@ import hydra
 
 from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings
 from cnnlab.bench.runner import run_benchmark
-from cnnlab.bench.tables import format_table
+from cnnlab.bench.tables import format_table, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,12 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"
     )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="folder of the Markdown tables (default: docs/benchmarks/; none with --tiny)",
+    )
     args = parser.parse_args()
 
     rows = DEFAULT_ROWS
@@ -50,12 +58,10 @@ def main() -> None:
             Row(p[0], p[1], int(p[2]), int(p[3]) if len(p) > 3 else 100)
             for p in (spec.split(":") for spec in args.rows.split(","))
         )
+    started = datetime.now()
     out = (
         args.out
-        or ROOT
-        / "outputs"
-        / "bench"
-        / f"bench-{datetime.now():%Y-%m-%d_%H-%M-%S}-{args.precision}.json"
+        or ROOT / "outputs" / "bench" / f"bench-{started:%Y-%m-%d_%H-%M-%S}-{args.precision}.json"
     )
     settings = Settings(
         precision=args.precision,
@@ -74,6 +80,11 @@ def main() -> None:
         report = run_benchmark(rows, settings, out)
     print(format_table(report))
     print(f"JSON: {out}")
+    docs = args.docs or (None if args.tiny else ROOT / "docs" / "benchmarks")
+    if docs is not None:
+        command = shlex.join(["python", "src/bench.py", *sys.argv[1:]])
+        page = write_markdown(report, docs, command, f"{started:%Y-%m-%d %H:%M}")
+        print(f"Markdown: {page}")
 
 
 if __name__ == "__main__":

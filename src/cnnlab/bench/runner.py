@@ -152,22 +152,29 @@ def _device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
+# CPU features that decide which kernels oneDNN runs, as /proc/cpuinfo names them.
+CPU_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX"}
+
+
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+    """Where the benchmark ran: CPU model and the features that matter, torch, threads, GPU."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    info = {
+    return {
         "cpu": cpu,
+        "cpu_flags": [label for flag, label in CPU_FLAGS.items() if flag in flags],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    return info
 
 
 def run_benchmark(
