@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep report test test-all bench tensorboard lint format clean
+.PHONY: help install train sweep report test test-all bench docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ test-all: $(STAMP) ## every test, including those marked slow
 bench: $(STAMP) ## pipeline vs bare PyTorch loop (fp32, then bf16-mixed + channels_last); BENCH_ARGS="..."
 	$(PY) src/bench.py $(BENCH_ARGS)
 	$(PY) src/bench.py --precision bf16-mixed --channels-last --accuracy-check $(BENCH_ARGS)
+
+docs-figure: $(STAMP) ## the README's figure: a short optimizer sweep on real Fashion-MNIST
+	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad data=fashion_mnist trainer.max_epochs=3 \
+		trainer.limit_train_batches=300 paths.log_dir=outputs/docs-figure
+	cp "$$(ls -td outputs/docs-figure/train/multiruns/*/ | head -1)report_val_curves.png" \
+		docs/images/fashion_mnist_optimizers.png
 
 tensorboard: $(STAMP) ## dashboards of everything under outputs/ (LOGDIR=<sweep folder> for one sweep)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

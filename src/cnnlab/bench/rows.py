@@ -43,8 +43,7 @@ class Settings:
     # Also train one full Fashion-MNIST epoch in fp32 and in `precision` and compare accuracy.
     accuracy_check: bool = False
     # Seeds of the accuracy check; each trains 2 full epochs (3 with cl). One seed's difference
-    # varied with a standard deviation of 0.9 points here: 8 seeds put the mean's standard
-    # error near 0.3, 3 seeds near 0.5, too coarse to judge a half-point threshold.
+    # moves by about a point, so the verdict needs the mean of several (docs/speed.md).
     accuracy_seeds: int = 8
     extra_overrides: list[str] = field(default_factory=list)
 
