@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> float | None:
     summary = run_entry(train, cfg)
     # For sweepers that optimise a value (e.g. Optuna): the best validation accuracy, or None
     # if the job failed. Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.x aborts the whole
-    # search on a NaN (a known hydra-optuna-sweeper limitation), while None marks the trial failed and goes on.
+    # search on a NaN, while None marks the trial failed and the search goes on.
     if summary is None or summary["best"]["val/acc"] is None:
         return None
     return float(summary["best"]["val/acc"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -92,12 +92,14 @@ def _finish(layers: list[nn.Module], init: Init) -> nn.Sequential:
 def _seed_net(
     sample_shape: Sequence[int],
     num_classes: int,
-    hidden_sizes: Sequence[int],
-    activation: Activation,
-    init: Init,
     downsample: Literal["pool", "stride"],
+    hidden_sizes: Sequence[int] = (128,),
+    activation: Activation = "relu",
+    init: Init = "torch",
 ) -> nn.Sequential:
-    """The seed's two convolutions, halved by pooling (net_1) or a strided conv (net_2)."""
+    """The seed's two convolutions, halved by pooling (net_1) or a strided conv (net_2), then
+    the dense head: `hidden_sizes` and `activation` (the seed's models A-F vary these) and
+    `init` ('torch', or 'keras' for Keras' glorot-uniform kernels and zero biases)."""
     channels, height, width = _check_shape(sample_shape, num_classes)
     halved = (math.ceil(height / 2), math.ceil(width / 2))
     layers: list[nn.Module] = [
@@ -113,26 +115,15 @@ def _seed_net(
     return _finish(layers, init)
 
 
-def net_1(
-    sample_shape: Sequence[int],
-    num_classes: int,
-    hidden_sizes: Sequence[int] = (128,),
-    activation: Activation = "relu",
-    init: Init = "torch",
-) -> nn.Sequential:
-    """Conv(32,3x3,same,relu) -> Conv(64,3x3,same,relu) -> MaxPool(2x2,same) -> Dense head."""
-    return _seed_net(sample_shape, num_classes, hidden_sizes, activation, init, "pool")
+def net_1(sample_shape: Sequence[int], num_classes: int, **head: Any) -> nn.Sequential:
+    """Conv(32,3x3,same,relu) -> Conv(64,3x3,same,relu) -> MaxPool(2x2,same) -> Dense head
+    (`head`: hidden_sizes, activation, init; see `_seed_net`)."""
+    return _seed_net(sample_shape, num_classes, "pool", **head)
 
 
-def net_2(
-    sample_shape: Sequence[int],
-    num_classes: int,
-    hidden_sizes: Sequence[int] = (128,),
-    activation: Activation = "relu",
-    init: Init = "torch",
-) -> nn.Sequential:
+def net_2(sample_shape: Sequence[int], num_classes: int, **head: Any) -> nn.Sequential:
     """As net_1 without pooling; the second conv downsamples with stride 2 instead."""
-    return _seed_net(sample_shape, num_classes, hidden_sizes, activation, init, "stride")
+    return _seed_net(sample_shape, num_classes, "stride", **head)
 
 
 def count_parameters(module: nn.Module) -> int:
