@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep report test test-all bench docs-figure tensorboard lint format clean
+.PHONY: help install train sweep resume report test test-all bench docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ train: $(STAMP) ## the default experiment (MNIST, net_1, Adadelta, 30 epochs); A
 
 sweep: $(STAMP) ## the seed's optimizer comparison: -m optimizer=adadelta,adam,adagrad
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad $(ARGS)
+
+resume: $(STAMP) ## finish a sweep that stopped (DIR=<sweep folder>): completed jobs are kept
+	@test -n "$(DIR)" || { echo "usage: make resume DIR=outputs/train/multiruns/<sweep>"; exit 2; }
+	$(PY) src/train.py --resume "$(DIR)"
 
 report: $(STAMP) ## rebuild a sweep's report.md (DIR=<sweep, run or folder of sweeps>; default: the newest sweep)
 	$(PY) src/report.py $(DIR)

@@ -1,4 +1,5 @@
-"""Train a CNN: `python src/train.py [group=option ...] [key=value ...]`, `-m` for sweeps."""
+"""Train a CNN: `python src/train.py [group=option ...] [key=value ...]`, `-m` for sweeps,
+`--resume <sweep folder>` to finish a sweep that stopped."""
 
 import os
 import sys
@@ -7,7 +8,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cnnlab.errors import CnnlabError
 from cnnlab.scale.plugins import missing_plugin_message
+from cnnlab.scale.sweeps import resume_arguments
 from cnnlab.training.entry import run_entry
 from cnnlab.training.run import train
 
@@ -26,6 +29,13 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # `--resume <sweep folder>`: the same sweep again, into its folder (docs/scaling.md).
+    if len(sys.argv) == 3 and sys.argv[1] == "--resume":
+        try:
+            sys.argv = [sys.argv[0], *resume_arguments(Path(sys.argv[2]))]
+        except CnnlabError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
     # A launcher or sweeper plugin that is not installed: say which extra brings it.
     if problem := missing_plugin_message(sys.argv[1:]):
         print(f"Error: {problem}", file=sys.stderr)

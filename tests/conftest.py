@@ -18,9 +18,15 @@ from cnnlab.data.synthetic import write_all
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
+# Tests never reach the network: a download goes to a proxy on a closed local port and fails
+# at once (the discard port, where nothing listens), in this process and in every run it starts.
+NO_NETWORK = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy")}
+NO_NETWORK |= {name.upper(): value for name, value in NO_NETWORK.items()}
+os.environ.update(NO_NETWORK)
+for _name in ("no_proxy", "NO_PROXY"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")

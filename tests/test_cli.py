@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from conftest import only, run_cli, run_sweep
 
@@ -21,6 +22,25 @@ def _summary_tags(folder: Path, plugin: str) -> set[str]:
                 v.tag for v in event.summary.value if v.metadata.plugin_data.plugin_name == plugin
             }
     return tags
+
+
+def _hparams(folder: Path) -> tuple[list[str], dict[str, object]]:
+    """The HPARAMS entry of a run's events: hyperparameter names in the order TensorBoard
+    shows them, and this run's values."""
+    names: list[str] = []
+    values: dict[str, object] = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.HasField("experiment"):
+                    names = [info.name for info in data.experiment.hparam_infos]
+                if data.HasField("session_start_info"):
+                    for name, v in data.session_start_info.hparams.items():
+                        values[name] = getattr(v, v.WhichOneof("kind"))
+    return names, values
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +104,16 @@ def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name.split("_", 1)[0] for p in jobs] == ["0", "1", "2"]
+    # Named by what the sweep varies; the fixed overrides stay in each job's .hydra/.
+    assert [p.name for p in jobs] == [
+        "0_optimizer=adadelta",
+        "1_optimizer=adam",
+        "2_optimizer=adagrad",
+    ]
+    assert "debug=fast" in (jobs[0] / ".hydra" / "overrides.yaml").read_text()
+    report = (sweep / "report.md").read_text()
+    assert "| 1_optimizer=adam | optimizer=adam |" in report
     for job, optimizer in zip(jobs, ["adadelta", "adam", "adagrad"], strict=True):
-        assert f"optimizer={optimizer}" in job.name
         metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["status"] == "completed"
         assert metrics["choices"]["optimizer"] == optimizer
@@ -94,6 +121,11 @@ def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
         assert (job / ".hydra" / "config.yaml").is_file()
         hparams = _summary_tags(job / "tensorboard", plugin="hparams")
         assert "_hparams_/session_start_info" in hparams  # one HPARAMS row per job
+        names, values = _hparams(job / "tensorboard")
+        assert names[0] == "optimizer" and values["optimizer"] == optimizer  # what varies, first
+        assert {"model", "model/net/hidden_sizes", "data", "data/batch_size"} <= set(names)
+        assert {"trainer/max_epochs", "trainer/precision", "seed"} <= set(names)
+        assert not [n for n in names if n.startswith(("choice/", "paths", "hydra", "logger"))]
 
 
 def test_any_combination_takes_shapes_from_the_data(

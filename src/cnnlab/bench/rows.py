@@ -10,9 +10,8 @@ from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from cnnlab.data.datasets import DEBIAN_FASHION_MNIST
 from cnnlab.data.synthetic import write_cifar10, write_idx_dataset
-
-FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def prepare_data(root: Path, tiny: bool) -> dict[str, Any]:
     """MNIST-shaped data (real Fashion-MNIST when installed) and CIFAR-10-shaped data."""
     train, test = (600, 200) if tiny else (60_000, 10_000)
     sources: dict[str, Any] = {}
-    if not tiny and (FASHION_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file():
+    if not tiny and (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         sources["mnist"] = {"option": "fashion_mnist", "source": "real Fashion-MNIST"}
     else:
         write_idx_dataset(root / "MNIST" / "raw", train=train, test=test)

@@ -129,8 +129,9 @@ class ImageDataModule(pl.LightningDataModule):
                 try:
                     self.download_files()
                 except Exception as err:  # network errors come in many types
+                    reason = " ".join(str(err).split())  # torchvision's lines, on one
                     raise DatasetNotFoundError(
-                        f"{self.name}: downloading into {self.raw_dir} failed ({err}).\n"
+                        f"{self.name}: downloading into {self.raw_dir} failed ({reason}).\n"
                         f"{self._how_to_fix()}"
                     ) from err
             missing = self.missing_files()
@@ -157,11 +158,17 @@ class ImageDataModule(pl.LightningDataModule):
         return None
 
     def _how_to_fix(self) -> str:
-        return (
-            f"Fix: copy the files into {self.raw_dir} (see docs/data.md), point "
-            f"data.data_dir at a folder that has them, or set data.download=true on a machine "
-            f"with internet access."
+        fix = (
+            f"Fix: copy the files into {self.raw_dir} (see docs/data.md) or point "
+            "data.data_dir at a folder that has them"
         )
+        if not self.download:
+            fix += ", or set data.download=true on a machine with internet access"
+        return f"{fix}.{self.offline_alternative()}"
+
+    def offline_alternative(self) -> str:
+        """A dataset this machine has, to suggest when this one cannot be had ('' for none)."""
+        return ""
 
     def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images N x C x H x W, int64 labels) of the official train or test split."""

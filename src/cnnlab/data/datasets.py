@@ -18,6 +18,19 @@ from cnnlab.data.checks import check_idx_split, find_bad_cifar_file, find_mispla
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.files import read_pickle, unpack_archive, unpack_gzip
 
+# Debian's dataset-fashion-mnist package installs the real files here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _fashion_mnist_if_installed(dataset: ImageDataModule) -> str:
+    installed = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
+    if not installed or isinstance(dataset, FashionMNISTDataModule):
+        return ""
+    return (
+        f"\nReal Fashion-MNIST is installed on this machine ({DEBIAN_FASHION_MNIST}): "
+        "data=fashion_mnist trains on it offline."
+    )
+
 
 class IdxDataModule(ImageDataModule):
     """MNIST-format datasets (IDX files), parsed by torchvision's MNIST classes."""
@@ -43,6 +56,9 @@ class IdxDataModule(ImageDataModule):
 
     def download_files(self) -> None:
         self.torchvision_class(str(self.data_dir), train=True, download=True)
+
+    def offline_alternative(self) -> str:
+        return _fashion_mnist_if_installed(self)
 
     def _layout_skip_dirs(self) -> list[Path]:
         # MNIST and Fashion-MNIST files share their names: one is not the other misplaced.
@@ -132,6 +148,9 @@ class CIFAR10DataModule(ImageDataModule):
 
     def diagnose_corrupt(self) -> str | None:
         return find_bad_cifar_file(self.name, self.raw_dir, self.expected_files())
+
+    def offline_alternative(self) -> str:
+        return _fashion_mnist_if_installed(self)
 
     def download_files(self) -> None:
         download_and_extract_archive(

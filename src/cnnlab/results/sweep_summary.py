@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from cnnlab.results.record import COMPLETED, METRICS_FILE, job_order, read_json
 from cnnlab.results.report import report_after_sweep
+from cnnlab.scale.sweeps import FAIL_FAST_FILE
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,20 @@ class SweepSummary(Callback):
     """After a multirun: write the sweep report (failed jobs included), then say which jobs
     did not complete, and exit non-zero if any did not or the report could not be built."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A sweep run again into its folder (a resume) starts without the last run's stop.
+        (Path(config.hydra.sweep.dir) / FAIL_FAST_FILE).unlink(missing_ok=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         report_error = report_after_sweep(sweep_dir)  # first: the exit below ends the process
+        fail_fast = sweep_dir / FAIL_FAST_FILE
+        if fail_fast.is_file():
+            print(
+                f"Error: stopped at the first failed job (sweep.fail_fast): "
+                f"{fail_fast.read_text().strip()}",
+                file=sys.stderr,
+            )
         failed = []
         for job in job_folders(sweep_dir):
             record = read_json(job / METRICS_FILE)

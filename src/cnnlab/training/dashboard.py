@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from cnnlab.results.figures import to_rgb
@@ -29,24 +29,51 @@ def log_figures(
         logger.experiment.flush()
 
 
-def dashboard_hparams(cfg: DictConfig, choices: dict[str, Any]) -> dict[str, Any]:
-    """The knobs a sweep varies, flat, for TensorBoard's HPARAMS tab."""
-    params: dict[str, Any] = {f"choice/{k}": str(v) for k, v in choices.items() if v is not None}
-    for key, value in to_plain(cfg.optimizer).items():
-        if key.startswith("_"):
-            continue
-        params[f"optimizer/{key}"] = (
-            value if isinstance(value, (int, float, str, bool)) else str(value)
-        )
-    params["optimizer/name"] = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
-    params["data/batch_size"] = int(cfg.data.batch_size)
-    params["trainer/max_epochs"] = int(cfg.trainer.max_epochs)
-    params["seed"] = int(cfg.seed)
+def _hparam(value: Any) -> Any:
+    """TensorBoard takes numbers, strings and booleans; anything else is shown as text."""
+    value = to_plain(value) if OmegaConf.is_config(value) else value
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
+
+
+def dashboard_hparams(
+    cfg: DictConfig, choices: dict[str, Any], swept: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What a comparison of runs needs, flat, for TensorBoard's HPARAMS tab: what the sweep
+    varies first (`swept`: config keys and group names), then the optimizer and its settings,
+    the net and its head, the dataset, batch size, epochs, precision and seed. Bookkeeping
+    choices (paths, logger, callbacks, hydra) are left out: they do not tell runs apart."""
+    params: dict[str, Any] = {}
+    for key in swept:
+        value = choices[key] if key in choices else OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            params[key.replace(".", "/")] = _hparam(value)
+    net = cfg.model.net
+    usual: dict[str, Any] = {
+        "optimizer": choices.get("optimizer") or str(cfg.optimizer._target_).rsplit(".", 1)[-1],
+        **{
+            f"optimizer/{k}": v
+            for k, v in to_plain(cfg.optimizer).items()
+            if not k.startswith("_") and v is not None
+        },
+        "model": choices.get("model") or str(net._target_).rsplit(".", 1)[-1],
+        **{f"model/net/{k}": v for k, v in to_plain(net).items() if not k.startswith("_")},
+        "data": choices.get("data") or str(cfg.data._target_).rsplit(".", 1)[-1],
+        "data/batch_size": cfg.data.batch_size,
+        "trainer/max_epochs": cfg.trainer.max_epochs,
+        "trainer/precision": cfg.trainer.precision,
+        "seed": cfg.seed,
+    }
+    for name, value in usual.items():
+        params.setdefault(name, _hparam(value))
     return params
 
 
 def log_hparams(
-    loggers: Sequence[Logger], cfg: DictConfig, choices: dict[str, Any], summary: dict[str, Any]
+    loggers: Sequence[Logger],
+    cfg: DictConfig,
+    choices: dict[str, Any],
+    summary: dict[str, Any],
+    swept: Sequence[str] = (),
 ) -> None:
     """Write the HPARAMS tab's entry with real results (not Lightning's dummy hp_metric)."""
     results = {
@@ -58,5 +85,5 @@ def log_hparams(
     }
     results = {k: float(v) for k, v in results.items() if v is not None}
     for logger in _tensorboards(loggers):
-        logger.log_hyperparams(dashboard_hparams(cfg, choices), metrics=results)
+        logger.log_hyperparams(dashboard_hparams(cfg, choices, swept), metrics=results)
         logger.save()

@@ -19,10 +19,11 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted
 from cnnlab.results.record import METRICS_FILE, read_json, write_json
+from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, swept_keys
 from cnnlab.training.interruption import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def swept_in_this_sweep() -> list[str]:
+    """The keys this run's sweep varies (none for a single run)."""
+    if not in_multirun():
+        return []
+    hydra = HydraConfig.get()
+    return swept_keys(Path(hydra.sweep.dir), OmegaConf.select(hydra, "sweeper.params"))
+
+
 def record_status(cfg: DictConfig, status: str, **fields: Any) -> None:
     """Merge `status` and `fields` into the run folder's metrics.json, keeping what is there."""
     output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
@@ -93,6 +102,10 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
                 cfg, "interrupted", error=f"not started: the sweep was stopped by {stop.name}"
             )
             return None
+        if in_multirun():
+            done, value = _sweep_job_state(cfg)
+            if done:
+                return value
         try:
             return task(cfg)
         except Exception as raised:
@@ -104,6 +117,10 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             if full_error_requested():
                 raise
             if in_multirun():
+                marker = fail_fast_marker(cfg)
+                if marker is not None and not marker.exists():
+                    job = Path(str(cfg.paths.output_dir)).name
+                    marker.write_text(f"{job}: {status}: {error}\n")
                 if isinstance(err, CnnlabError):
                     log.error("Job %s: %s", status, err)
                 else:
@@ -130,3 +147,29 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
                 raise  # a second signal stops the whole sweep at once
             print(f"Error: {stopped}", file=sys.stderr)
             sys.exit(stopped.exit_code)
+
+
+def _sweep_job_state(cfg: DictConfig) -> tuple[bool, Any]:
+    """Before a sweep job runs: (True, what to return) when it must not train, else (False,
+    None) with the config set to resume it. A job's folder holds a record only when its sweep
+    runs again into the same folder (a resume, or a cluster's requeue)."""
+    marker = fail_fast_marker(cfg)
+    if marker is not None and marker.is_file():
+        first = marker.read_text().strip()
+        record_status(
+            cfg, "interrupted", error=f"not started: sweep.fail_fast and a job failed ({first})"
+        )
+        return True, None
+    output_dir = Path(str(cfg.paths.output_dir))
+    state = job_state(output_dir)
+    if state.action == "keep":
+        log.info("%s: %s before; kept as it is", output_dir.name, state.record["status"])
+        return True, state.record
+    if state.action == "resume" and not cfg.get("ckpt_path"):
+        log.info("%s: resuming from %s", output_dir.name, state.checkpoint)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(state.checkpoint)
+    elif state.action == "run" and state.record:
+        log.info("%s: %s before; running it again", output_dir.name, state.record.get("status"))
+        clear_attempt(output_dir)
+    return False, None

@@ -39,9 +39,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg.eval_batch_size = cfg.batch_size
     datamodule = instantiate(data_cfg)
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    # The run's own precision unless asked otherwise, so the accuracy is the run's.
+    precision = cfg.get("precision") or OmegaConf.select(run_cfg, "trainer.precision") or "32-true"
+    log.info("Evaluating in precision %s", precision)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -52,8 +56,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary = {
         "status": "completed",
         "checkpoint": str(ckpt_path),
+        "precision": str(precision),
         "test": {k: float(v) for k, v in results.items()},
     }
+    print(f"Precision: {precision}")
     print(f"Test loss: {summary['test']['test/loss']}")
     print(f"Test accuracy: {summary['test']['test/acc']}")
     write_json(Path(cfg.paths.output_dir) / METRICS_FILE, summary)

@@ -31,7 +31,7 @@ from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
 from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
-from cnnlab.training.entry import hydra_choices
+from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
 from cnnlab.training.interruption import StopOnSignal
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,6 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     summary["status"] = "completed"
     if trainer.is_global_zero:
         write_json(metrics_path, summary)
-    log_hparams(loggers, cfg, run_info["choices"], summary)
+    log_hparams(loggers, cfg, run_info["choices"], summary, swept_in_this_sweep())
     log.info("Run folder: %s", output_dir)
     return summary

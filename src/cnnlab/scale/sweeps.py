@@ -1,0 +1,131 @@
+"""Sweeps a person can read and resume: job folders named by what the sweep varies, a job's
+state taken from its own folder when a sweep is run again into it, and fail-fast.
+
+Torch-free: Hydra resolves the job folder's name (`cnnlab_job_dir`) before a job starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import CnnlabError
+from cnnlab.results.record import COMPLETED, METRICS_FILE, is_location_key, read_json
+
+log = logging.getLogger(__name__)
+
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes it before the first job
+FAIL_FAST_FILE = ".failed_job"  # written by the first failed job of a fail-fast sweep
+_MAX_LABEL = 120  # characters of a job folder's label, well inside file-name limits
+
+
+def _parse(overrides: list[str]) -> list[Any]:
+    return OverridesParser.create().parse_overrides(overrides=list(overrides))
+
+
+def swept_keys(sweep_dir: Path, sweeper_params: Any = None) -> list[str]:
+    """The keys a sweep varies: its sweep overrides (`a,b`, `range(...)`, ...) and the
+    sweeper's own parameters (`hydra.sweeper.params`, which Optuna searches)."""
+    keys: list[str] = []
+    saved = sweep_dir / MULTIRUN_FILE
+    if saved.is_file():
+        task = OmegaConf.load(saved).hydra.overrides.task
+        keys += [o.key_or_group for o in _parse(list(task)) if o.is_sweep_override()]
+    keys += [str(k) for k in (sweeper_params or {}) if str(k) not in keys]
+    return [k for k in keys if not is_location_key(k)]
+
+
+def job_label(task_overrides: list[str], keys: list[str]) -> str:
+    """`key=value` of the swept keys, in the sweep's order, e.g. `optimizer=adam`."""
+    values = {o.key_or_group: o.value() for o in _parse(task_overrides)}
+    parts = [f"{key}={values[key]}" for key in keys if key in values]
+    label = ",".join(parts).replace("/", "-")
+    if len(label) > _MAX_LABEL:
+        digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+        label = f"{label[: _MAX_LABEL - 9]}~{digest}"
+    return label
+
+
+def job_dir_name(job_num: Any, sweep_dir: Any) -> str:
+    """The job folder's name: `<n>_<what it varies>`, or `<n>` when nothing varies."""
+    hydra = HydraConfig.get()
+    keys = swept_keys(Path(str(sweep_dir)), OmegaConf.select(hydra, "sweeper.params"))
+    label = job_label(list(hydra.overrides.task), keys)
+    return f"{job_num}_{label}" if label else str(job_num)
+
+
+# -- running a sweep again into its folder -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a job folder already holds when its sweep runs again, and what to do about it."""
+
+    action: str  # "keep", "resume", or "run"
+    record: dict[str, Any]
+    checkpoint: Path | None = None
+
+
+# A diverged run would diverge again from the same settings: its verdict stands, like a
+# completed run's.
+_FINAL = (COMPLETED, "diverged")
+
+
+def job_state(output_dir: Path) -> JobState:
+    record = read_json(output_dir / METRICS_FILE)
+    if not record:
+        return JobState("run", record)
+    if record.get("status") in _FINAL:
+        return JobState("keep", record)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if record.get("status") in ("running", "interrupted") and last.is_file():
+        return JobState("resume", record, last)
+    return JobState("run", record)
+
+
+def clear_attempt(output_dir: Path) -> None:
+    """A job that runs again from scratch starts without its failed attempt's checkpoints and
+    events (which would mix with the new ones); its record is rewritten by the new run."""
+    for name in ("checkpoints", "tensorboard", "csv"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+
+
+def fail_fast_marker(cfg: DictConfig) -> Path | None:
+    """Where a fail-fast sweep's first failure is recorded (None: not a fail-fast sweep)."""
+    if not (HydraConfig.initialized() and OmegaConf.select(cfg, "sweep.fail_fast", default=False)):
+        return None
+    return Path(HydraConfig.get().sweep.dir) / FAIL_FAST_FILE
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as a quoted Hydra override value: commas, spaces and quotes stay literal.
+
+    Hydra reads a backslash as an escape only before a quote or the closing quote, so only
+    those backslashes are doubled."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value)
+    return f"'{escaped}'"
+
+
+def resume_arguments(sweep_dir: Path) -> list[str]:
+    """The command line that runs a sweep again into its own folder: its overrides, as saved in
+    `multirun.yaml`, and `hydra.sweep.dir=<the folder>`."""
+    saved = sweep_dir / MULTIRUN_FILE
+    if not saved.is_file():
+        raise CnnlabError(
+            f"{sweep_dir} is not a sweep folder (it has no {MULTIRUN_FILE}): give the folder "
+            "under outputs/train/multiruns/ that the sweep printed"
+        )
+    overrides = OmegaConf.load(saved).hydra.overrides
+    own = ("hydra.sweep.dir", "hydra.mode")
+    hydra = [o for o in overrides.hydra if o.lstrip("+~").split("=", 1)[0] not in own]
+    folder = hydra_quoted(str(sweep_dir.resolve()))
+    return ["-m", *hydra, *overrides.task, f"hydra.sweep.dir={folder}"]
