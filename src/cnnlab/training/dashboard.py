@@ -8,6 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.results.figures import to_rgb
 from cnnlab.training.checks import to_plain
@@ -75,7 +76,13 @@ def log_hparams(
     summary: dict[str, Any],
     swept: Sequence[str] = (),
 ) -> None:
-    """Write the HPARAMS tab's entry with real results (not Lightning's dummy hp_metric)."""
+    """Write the HPARAMS tab's entry with real results (not Lightning's dummy hp_metric).
+
+    Only the session's start and end are written, not an experiment summary per run:
+    TensorBoard then builds the sweep's experiment from all its runs, notices which
+    hyperparameters differ between them, and lists (and ticks) those first. Given one run's
+    experiment summary it would show that run's hyperparameters alone, alphabetically.
+    """
     results = {
         "hparams/val_acc_best": summary["best"]["val/acc"],
         "hparams/test_acc": summary.get("test", {}).get("test/acc"),
@@ -84,6 +91,10 @@ def log_hparams(
         "hparams/epochs": summary["epochs"],
     }
     results = {k: float(v) for k, v in results.items() if v is not None}
+    params = dashboard_hparams(cfg, choices, swept)
     for logger in _tensorboards(loggers):
-        logger.log_hyperparams(dashboard_hparams(cfg, choices, swept), metrics=results)
-        logger.save()
+        logger.log_metrics(results, step=0)
+        _, session_start, session_end = hparams(params, results)
+        for entry in (session_start, session_end):
+            logger.experiment.file_writer.add_summary(entry, 0)
+        logger.experiment.flush()
