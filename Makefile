@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep resume report test test-all bench docs-figure tensorboard lint format clean
+.PHONY: help install train sweep seed resume report test test-all bench docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ train: $(STAMP) ## the default experiment (MNIST, net_1, Adadelta, 30 epochs); A
 
 sweep: $(STAMP) ## the seed's optimizer comparison: -m optimizer=adadelta,adam,adagrad
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad $(ARGS)
+
+seed: $(STAMP) ## the seed's whole study (3 sweeps, then seed_report.md); ARGS="data=fashion_mnist ..."
+	$(PY) src/study.py $(ARGS)
 
 resume: $(STAMP) ## finish a sweep that stopped (DIR=<sweep folder>): completed jobs are kept
 	@test -n "$(DIR)" || { echo "usage: make resume DIR=outputs/train/multiruns/<sweep>"; exit 2; }
@@ -46,7 +49,7 @@ bench: $(STAMP) ## pipeline vs bare PyTorch loop (fp32, then bf16-mixed + channe
 docs-figure: $(STAMP) ## the README's figure: a short optimizer sweep on real Fashion-MNIST
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad data=fashion_mnist trainer.max_epochs=3 \
 		trainer.limit_train_batches=300 paths.log_dir=outputs/docs-figure
-	cp "$$(ls -td outputs/docs-figure/train/multiruns/*/ | head -1)report_val_curves.png" \
+	cp "$$(ls -td outputs/docs-figure/train/multiruns/*/ | head -1)report_curves.png" \
 		docs/images/fashion_mnist_optimizers.png
 
 tensorboard: $(STAMP) ## dashboards of everything under outputs/ (LOGDIR=<sweep folder> for one sweep)

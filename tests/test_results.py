@@ -62,7 +62,7 @@ def _completed(sweep: dict[str, Any]) -> list[Path]:
 def _table(report: str) -> dict[str, dict[str, str]]:
     """The runs table of report.md, as {run folder: {column: cell}}."""
     lines = report.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| run | overrides |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("| run | label |"))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = {}
     for line in lines[start + 2 :]:
@@ -122,7 +122,7 @@ def test_report_figures_exist_and_are_valid_pngs(sweep: dict[str, Any]) -> None:
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
     expected = {
         "train_times",
-        "val_curves",
+        "curves",
         "confusion_train",
         "confusion_val",
         "best_test_confusion",

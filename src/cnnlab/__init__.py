@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 OmegaConf.register_new_resolver("cnnlab_pid", os.getpid, use_cache=True, replace=True)
 
 
-def _job_dir(job_num: Any, sweep_dir: Any) -> str:
+def _job_dir(job_num: Any, sweep_dir: Any, run_label: Any = None) -> str:
     from cnnlab.scale.sweeps import job_dir_name  # imported when a sweep job starts
 
-    return job_dir_name(job_num, sweep_dir)
+    return job_dir_name(job_num, sweep_dir, run_label)
 
 
 # A sweep job's folder, `<n>_<what the sweep varies>` (conf/hydra/default.yaml).

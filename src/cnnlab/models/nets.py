@@ -126,5 +126,19 @@ def net_2(sample_shape: Sequence[int], num_classes: int, **head: Any) -> nn.Sequ
     return _seed_net(sample_shape, num_classes, "stride", **head)
 
 
+def mlp(
+    sample_shape: Sequence[int],
+    num_classes: int,
+    hidden_sizes: Sequence[int] = (40, 40),
+    activation: Activation = "relu",
+    init: Init = "torch",
+) -> nn.Sequential:
+    """Flatten -> hidden Dense layers -> logits: the seed's models A-F on their own."""
+    channels, height, width = _check_shape(sample_shape, num_classes)
+    return _finish(
+        dense_head(channels * height * width, hidden_sizes, activation, num_classes), init
+    )
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

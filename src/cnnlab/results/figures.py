@@ -146,20 +146,24 @@ def times_figure(labels: Sequence[str], seconds: Sequence[float]) -> Figure:
     return figure
 
 
-def val_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
-    """Validation loss and accuracy per epoch, every run overlaid (the seed's Figs. 5-6)."""
+def sweep_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
+    """Loss and accuracy per epoch of every run overlaid, training dashed and validation solid
+    in the run's colour (the seed's Figs. 5-6)."""
     figure = new_figure(11, 4.5)
+    colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, metric, label in zip(
-        figure.subplots(1, 2), ("val/loss", "val/acc"), ("validation loss", "validation accuracy"),
-        strict=True,
-    ):  # fmt: skip
-        for run_label, history in runs:
-            epochs, values = _series(history, metric)
-            ax.plot(epochs, values, "o-", markersize=3, label=wrap_label(run_label, 45))
+        figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True
+    ):
+        for colour, (run_label, history) in zip(colours, runs, strict=True):
+            for split, style in (("train", "--"), ("val", "o-")):
+                epochs, values = _series(history, f"{split}/{metric}")
+                which = "training" if split == "train" else "validation"
+                name = f"{wrap_label(run_label, 45)} ({which})"
+                ax.plot(epochs, values, style, color=colour, markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(label.capitalize())
+        ax.set_title(f"{label.capitalize()}: training (dashed) and validation (solid)")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     return figure

@@ -34,7 +34,7 @@ def cell(text: Any) -> str:
 def runs_table(runs: list[Run], base: Path) -> str:
     """One row per run: what distinguishes it, how it ended, and what it reached."""
     lines = [
-        "| run | overrides | status | best val acc | best epoch | test acc | test loss "
+        "| run | label | status | best val acc | best epoch | test acc | test loss "
         "| epochs | train time (s) | params |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -76,8 +76,8 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
     lines = [runs_table(group.runs, base), ""]
     lines += [f"{h} Training time per run (Fig. 7)", ""]
     lines += _image(group, "times", "training time per run", base)
-    lines += [f"{h} Validation loss and accuracy per epoch (Figs. 5-6)", ""]
-    lines += _image(group, "curves", "validation curves", base)
+    lines += [f"{h} Loss and accuracy per epoch, training and validation (Figs. 5-6)", ""]
+    lines += _image(group, "curves", "loss and accuracy curves", base)
     lines += [f"{h} Normalised confusion matrices, training set (Fig. 8)", ""]
     lines += _image(group, "confusion_train", "training-set confusion matrices", base)
     lines += [f"{h} Normalised confusion matrices, validation set (Fig. 9)", ""]

@@ -24,8 +24,8 @@ from cnnlab.results.figures import (
     confusion_figure,
     confusion_grid_figure,
     save_png,
+    sweep_curves_figure,
     times_figure,
-    val_curves_figure,
 )
 from cnnlab.results.markdown import finite, fmt, relative, render_group
 from cnnlab.results.record import (
@@ -184,15 +184,18 @@ def find_runs(folder: Path) -> list[Run]:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Label each run by the overrides that differ across `runs` (all of them for one run);
-    the folder name where that leaves nothing or two runs alike."""
+    """Label each run by its own `label` (run_label) if it has one, else by the overrides that
+    differ across `runs` (all of them for one run); the folder name where that leaves nothing
+    or two runs alike."""
     keys: list[str] = []
     for run in runs:
         keys += [k for k in run.overrides if k not in keys]
     if len(runs) > 1:
         keys = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     for run in runs:
-        run.label = ",".join(f"{k}={run.overrides[k]}" for k in keys if k in run.overrides)
+        run.label = str(run.record.get("label") or "") or ",".join(
+            f"{k}={run.overrides[k]}" for k in keys if k in run.overrides
+        )
     labels = [r.label for r in runs]
     for run in runs:
         if not run.label or labels.count(run.label) > 1:
@@ -221,7 +224,7 @@ def draw_group_figures(group: Group) -> None:
         group.figures["times"] = save_png(figure, out("train_times"))
     curves = [(r.label, r.history) for r in group.runs if r.history]
     if curves:
-        group.figures["curves"] = save_png(val_curves_figure(curves), out("val_curves"))
+        group.figures["curves"] = save_png(sweep_curves_figure(curves), out("curves"))
     for split, title in (("train", "Training set"), ("val", "Validation set")):
         panels = _matrix_panels(group.runs, split)
         if panels:

@@ -55,8 +55,11 @@ def job_label(task_overrides: list[str], keys: list[str]) -> str:
     return label
 
 
-def job_dir_name(job_num: Any, sweep_dir: Any) -> str:
-    """The job folder's name: `<n>_<what it varies>`, or `<n>` when nothing varies."""
+def job_dir_name(job_num: Any, sweep_dir: Any, run_label: Any = None) -> str:
+    """The job folder's name: `<n>_<what it varies>` (`<n>_<run_label>` when the run has a
+    label, spaces as underscores), or `<n>` when nothing varies."""
+    if run_label:
+        return f"{job_num}_{'_'.join(str(run_label).replace('/', '-').split())}"
     hydra = HydraConfig.get()
     keys = swept_keys(Path(str(sweep_dir)), OmegaConf.select(hydra, "sweeper.params"))
     label = job_label(list(hydra.overrides.task), keys)

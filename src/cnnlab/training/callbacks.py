@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torchmetrics import Metric
 
+from cnnlab.models.summary import keras_summary
+from cnnlab.results.keras_log import keras_epoch_line
 from cnnlab.results.run_files import Counts, RunMatrices
+
+log = logging.getLogger(__name__)
 
 
 def _now(pl_module: pl.LightningModule) -> float:
@@ -152,3 +158,39 @@ class RunResults(pl.Callback):
         for name in ("train", "val"):
             saved = {int(k): v for k, v in state_dict.get(name, {}).items()}
             setattr(self.matrices, name, {**saved, **getattr(self.matrices, name)})
+
+
+class KerasEpochLines(pl.Callback):
+    """One line per epoch in the console and train.log, as the seed's Keras `verbose=2` prints:
+    `Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - ...`."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: scalar(v) for k, v in trainer.callback_metrics.items()}
+        train_epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
+        if callable(train_epoch_metrics):  # logged by the module only after this hook
+            metrics.update({k: scalar(v) for k, v in train_epoch_metrics().items()})
+        seconds = _now(pl_module) - self._start
+        log.info(keras_epoch_line(trainer.current_epoch, trainer.max_epochs, seconds, metrics))
+
+
+class SaveModelSummary(pl.Callback):
+    """Keeps the net's summary (layers, output shapes, parameters, as Keras' `model.summary()`)
+    in the run folder as text, so a report can show it without building the net again."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        net, shape = getattr(pl_module, "net", None), getattr(pl_module, "hparams", {})
+        if trainer.is_global_zero and net is not None and "sample_shape" in shape:
+            title = str(shape.get("net", {}).get("_target_", "")).rsplit(".", 1)[-1]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(keras_summary(net, shape["sample_shape"], title))

@@ -162,6 +162,14 @@ def _sweep_job_state(cfg: DictConfig) -> tuple[bool, Any]:
         return True, None
     output_dir = Path(str(cfg.paths.output_dir))
     state = job_state(output_dir)
+    before, now = state.record.get("overrides"), hydra_choices()["overrides"]
+    if state.record and before is not None and list(before) != now:
+        log.error(
+            "%s holds a job run with other overrides (%s, now %s); it is left as it is. Resume "
+            "a sweep with its own command (make resume DIR=<sweep folder>).",
+            output_dir, " ".join(before), " ".join(now),
+        )  # fmt: skip
+        return True, None
     if state.action == "keep":
         log.info("%s: %s before; kept as it is", output_dir.name, state.record["status"])
         return True, state.record

@@ -114,6 +114,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
 
     summary.update(
         {
+            "label": cfg.get("run_label"),
             "data": cfg.data._target_.rsplit(".", 1)[-1],
             "net": cfg.model.net._target_.rsplit(".", 1)[-1],
             "optimizer": to_plain(cfg.optimizer),

@@ -1,0 +1,146 @@
+"""The seed's whole study as one report, `seed_report.md`, whose sections follow the seed's
+figures in order; built from the parts' sweep folders alone (their records, text and figures)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cnnlab.results.confusion import per_class_table
+from cnnlab.results.keras_log import keras_log
+from cnnlab.results.markdown import fmt, relative, runs_table
+from cnnlab.results.report import FIGURE_PREFIX, REPORT_FILE, Run, find_runs, label_runs
+
+STUDY_REPORT = "seed_report.md"
+SUMMARY_FILE = "model_summary.txt"
+
+
+@dataclass
+class Part:
+    """One sweep of the study: its name, what it reproduces, the command, and its folder."""
+
+    name: str
+    title: str
+    command: str
+    folder: Path
+
+    def runs(self) -> list[Run]:
+        runs = find_runs(self.folder) if self.folder.is_dir() else []
+        label_runs(runs)
+        return runs
+
+    def figure(self, name: str) -> Path | None:
+        path = self.folder / f"{FIGURE_PREFIX}{name}.png"
+        return path if path.is_file() else None
+
+
+def _best(runs: list[Run]) -> Run | None:
+    scored = [r for r in runs if r.completed and r.best_val_acc is not None]
+    return max(scored, key=lambda r: r.best_val_acc) if scored else None
+
+
+def _figure(part: Part, name: str, alt: str, base: Path) -> list[str]:
+    path = part.figure(name)
+    if path is None:
+        return [f"*{part.title}: no figure (no run of this part completed).*", ""]
+    return [f"**{part.title}**", "", f"![{alt}]({relative(path, base)})", ""]
+
+
+def _summary(run: Run | None, net: str) -> list[str]:
+    text = run.folder / SUMMARY_FILE if run else None
+    if run is None or text is None or not text.is_file():
+        return [f"*No model summary of {net}: its run did not start.*", ""]
+    data = str(run.record.get("data", "")).removesuffix("DataModule")
+    what = f"{net} on {data} (`{relative(run.folder, run.folder.parent.parent)}`)"
+    return [f"{what}:", "", "```text", text.read_text().rstrip(), "```", ""]
+
+
+def _first(runs: list[Run], **choices: str) -> Run | None:
+    for run in runs:
+        if all((run.record.get("choices") or {}).get(k) == v for k, v in choices.items()):
+            return run
+    return None
+
+
+def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -> Path:
+    """Write `seed_report.md` into `folder` (the study's), linking the parts' own reports."""
+    parts = (mnist, cifar10, models)
+    runs = {part.name: part.runs() for part in parts}
+    lines = [
+        f"# The seed's study: {folder.name}",
+        "",
+        f"Built {datetime.now():%Y-%m-%d %H:%M} from the parts' run folders. Each part is a "
+        "sweep with its own report; the sections below follow the seed's figures in order.",
+        "",
+        "| part | command | runs | completed | report |",
+        "|---|---|---:|---:|---|",
+    ]
+    for part in parts:
+        done = sum(r.completed for r in runs[part.name])
+        report = part.folder / REPORT_FILE
+        link = f"[{REPORT_FILE}]({relative(report, folder)})" if report.is_file() else "-"
+        lines.append(
+            f"| {part.title} | `{part.command}` | {len(runs[part.name])} | {done} | {link} |"
+        )
+    lines.append("")
+
+    lines += ["## Model summaries (Figs. 1-3)", ""]
+    lines += _summary(_first(runs[mnist.name], model="net_1"), "net_1")
+    lines += _summary(_first(runs[mnist.name], model="net_2"), "net_2")
+    cifar_run = _first(runs[cifar10.name])
+    lines += _summary(cifar_run, "net_1")
+
+    lines += ["## CIFAR-10 training log (Fig. 4)", ""]
+    if cifar_run is not None and cifar_run.history:
+        epochs = cifar_run.record.get("max_epochs")
+        lines += ["```text", *keras_log(cifar_run.history, epochs), "```", ""]
+    else:
+        lines += ["*No epoch of the CIFAR-10 run finished.*", ""]
+
+    lines += ["## Loss (Fig. 5) and accuracy (Fig. 6) per epoch, training and validation", ""]
+    for part in (models, mnist):
+        lines += _figure(part, "curves", "loss and accuracy per epoch", folder)
+    if cifar_run is not None and (cifar_run.folder / "curves.png").is_file():
+        lines += _figure_file(cifar_run.folder / "curves.png", "CIFAR-10, net_1", folder)
+
+    lines += ["## Training time per model (Fig. 7)", ""]
+    for part in (models, mnist):
+        lines += _figure(part, "train_times", "training time per run", folder)
+    lines += ["## Normalised confusion matrices, training set (Fig. 8)", ""]
+    for part in (models, mnist):
+        lines += _figure(part, "confusion_train", "training-set confusion matrices", folder)
+    lines += ["## Normalised confusion matrices, validation set (Fig. 9)", ""]
+    for part in (models, mnist):
+        lines += _figure(part, "confusion_val", "validation-set confusion matrices", folder)
+
+    lines += ["## The best model: test confusion matrix and accuracy (Figs. 10-11)", ""]
+    best = _best(runs[models.name])
+    if best is None:
+        lines += ["*No model of A-F completed, so there is no best model.*", ""]
+    else:
+        lines += [
+            f"Best of {models.title} by validation accuracy (the test set played no part in the "
+            f"choice): **{best.label}**, best validation accuracy "
+            f"{fmt(best.best_val_acc, '.4f')} at epoch {best.best_epoch}, after "
+            f"{best.record.get('epochs')} epoch(s).",
+            "",
+            f"Test accuracy: **{fmt(best.test.get('test/acc'), '.4f')}**, test loss "
+            f"{fmt(best.test.get('test/loss'), '.4f')}.",
+            "",
+        ]
+        lines += _figure(models, "best_test_confusion", "best model's test confusion", folder)
+        lines += ["## Sensitivity and specificity per class (the best model, test set)", ""]
+        per_class = best.record.get("test_per_class")
+        lines += [per_class_table(per_class), ""] if per_class else ["*Not recorded.*", ""]
+
+    lines += ["## Every run", ""]
+    for part in parts:
+        lines += [f"### {part.title}", "", runs_table(runs[part.name], folder), ""]
+    path = folder / STUDY_REPORT
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _figure_file(path: Path, title: str, base: Path) -> list[str]:
+    return [f"**{title}**", "", f"![{title}]({relative(path, base)})", ""]

@@ -1,0 +1,53 @@
+"""The seed's whole study: `python src/study.py [override ...] [--parts ...] [--out FOLDER]`.
+
+Three sweeps (net_1 and net_2 on MNIST with the seed's optimizers, net_1 on CIFAR-10, models
+A-F), then `seed_report.md`. Overrides apply to every part, except `data=...`, which applies
+to the MNIST parts (e.g. `data=fashion_mnist`); the datasets are checked before any training.
+"""
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+
+from cnnlab.errors import CnnlabError
+from cnnlab.study import chosen, missing_datasets, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")
+    parser.add_argument("--out", type=Path, default=None, help="default: outputs/seed/<time>/")
+    parser.add_argument(
+        "--parts", default=None, help="comma list of parts to run: mnist,cifar10,models (all)"
+    )
+    args = parser.parse_args()
+    try:
+        plans = chosen(args.parts.split(",") if args.parts else None)
+    except CnnlabError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return err.exit_code
+    with hydra.initialize(config_path="../conf", version_base="1.3"):
+        missing = missing_datasets(args.overrides, plans)
+    if missing:
+        print("Error: the study cannot start: it lacks these datasets.", file=sys.stderr)
+        for line in missing:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    folder = args.out or ROOT / "outputs" / "seed" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    report, failed = run_study(ROOT / "src" / "train.py", folder, args.overrides, plans)
+    print(f"Study report: {report}")
+    if failed:
+        print(f"Error: these parts did not end cleanly: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
