@@ -1,0 +1,112 @@
+"""The seed's whole study: models A-F, its Keras log lines and model summaries, one command
+and one report that follows the seed's figures."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from matplotlib.image import imread
+from omegaconf import DictConfig
+
+from cnnlab.models.nets import ACTIVATIONS, count_parameters
+from cnnlab.models.summary import keras_summary
+from cnnlab.results.keras_log import keras_epoch_line
+from conftest import metrics_of, run_cli
+
+# Our reading of the seed's models: (activation, hidden sizes) and the parameter counts they
+# imply on 28x28 grey images with 10 classes, as a plain MLP and as net_1's dense head
+# (net_1's convolutions hold 320 + 18,496 parameters and feed 64 x 14 x 14 = 12,544 features).
+HEADS = {
+    "A": ("tanh", [10], 784 * 10 + 10 + 10 * 10 + 10, 18_816 + 12_544 * 10 + 10 + 110),
+    "B": ("relu", [10], 7_960, 144_376),
+    "C": ("tanh", [40], 784 * 40 + 40 + 40 * 10 + 10, 18_816 + 12_544 * 40 + 40 + 410),
+    "D": ("relu", [40], 31_810, 521_026),
+    "E": ("tanh", [40, 40], 31_400 + 40 * 40 + 40 + 410, 18_816 + 501_800 + 1_640 + 410),
+    "F": ("relu", [40, 40], 33_450, 522_666),
+}
+
+
+def _net(cfg: DictConfig) -> torch.nn.Module:
+    return instantiate(cfg.model.net, sample_shape=(1, 28, 28), num_classes=10)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_the_six_heads_have_the_sizes_and_counts_the_seed_describes(
+    compose_cfg: Callable[..., DictConfig], head: str
+) -> None:
+    activation, sizes, mlp_params, net_1_params = HEADS[head]
+    mlp = _net(compose_cfg(["model=mlp", f"head={head}"]))
+    assert count_parameters(mlp) == mlp_params
+    assert [m.out_features for m in mlp if isinstance(m, torch.nn.Linear)] == [*sizes, 10]
+    assert all(isinstance(m, ACTIVATIONS[activation]) for m in mlp[2:-1:2])
+    assert count_parameters(_net(compose_cfg(["model=net_1", f"head={head}"]))) == net_1_params
+
+
+def test_seed_models_sweeps_the_six_heads_with_early_stopping(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=seed_models"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params.head == "A,B,C,D,E,F"
+    assert cfg.model.net._target_.endswith("nets.mlp") and cfg.trainer.max_epochs == 1000
+    stopping = cfg.callbacks.early_stopping
+    assert stopping.enabled and stopping.monitor == "val/loss" and stopping.mode == "min"
+
+
+def test_the_epoch_line_is_keras_verbose_2() -> None:
+    metrics = {"train/loss": 0.23451, "train/acc": 0.93117, "val/loss": 0.2567, "val/acc": 0.92}
+    assert keras_epoch_line(2, 30, 12.4, metrics) == (
+        "Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - "
+        "val_accuracy: 0.9200"
+    )
+    assert keras_epoch_line(0, -1, 1.0, {"train/loss": float("nan")}) == "Epoch 1/? - 1s"
+
+
+def test_the_model_summary_lists_layers_shapes_and_the_seeds_total() -> None:
+    from cnnlab.models.nets import net_2
+
+    text = keras_summary(net_2((1, 28, 28), 10), (1, 28, 28), "net_2")
+    assert "(None, 64, 14, 14)" in text and "Total params: 1,625,866" in text
+    assert len(re.findall(r"\(Conv2d\)", text)) == 2
+
+
+def test_the_whole_study_writes_one_report_in_the_seeds_order(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "study"
+    args = ["debug=fast", f"paths.data_dir={synthetic_data_dir}", "--out", str(out)]
+    result = run_cli("study.py", *args, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "seed_report.md").read_text()
+    headings = re.findall(r"^## (.+)$", report, flags=re.M)
+    figures = ["Figs. 1-3", "Fig. 4", "Fig. 5", "Fig. 7", "Fig. 8", "Fig. 9", "Figs. 10-11"]
+    positions = [next(i for i, h in enumerate(headings) if f in h) for f in figures]
+    assert positions == sorted(positions), headings  # in the seed's order
+    assert any(h.startswith("Sensitivity and specificity") for h in headings)
+    assert "Total params: 1,625,866" in report and "Total params: 2,117,962" in report
+    assert re.search(r"^Epoch 1/1 - \d+s - loss: [\d.]+ - accuracy: ", report, flags=re.M)
+    jobs = sorted(p.name for p in (out / "models").iterdir() if p.is_dir())
+    assert jobs == [f"{n}_model_{m}" for n, m in enumerate("ABCDEF")]
+    assert metrics_of(out / "models" / "5_model_F")["label"] == "model F"
+    assert "| models/5_model_F | model F | completed |" in report
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert len(images) >= 8
+    for image in images:
+        assert imread(out / image).shape[0] > 100  # a real PNG, drawn
+
+
+def test_the_study_names_missing_datasets_before_training(tmp_path: Path) -> None:
+    result = run_cli("study.py", f"paths.data_dir={tmp_path / 'none'}", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "the study cannot start: it lacks these datasets" in result.stderr
+    assert "MNIST" in result.stderr and "CIFAR-10" in result.stderr
+    assert not list(tmp_path.glob("*/report.md"))  # nothing trained
