@@ -1,12 +1,13 @@
 """Evaluate a checkpoint on the official test split: `python src/evaluate.py ckpt_path=<file>`."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.training.entry import run_entry
+from cnnlab.training.entry import config_syntax_problem, run_entry
 from cnnlab.training.evaluate import evaluate
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -18,4 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if problem := config_syntax_problem(Path(__file__).resolve().parents[1] / "conf", sys.argv):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

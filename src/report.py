@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     for group in report.groups:
         print(f"{group.folder}:\n{runs_table(group.runs, report.path.parent)}\n")
     print(f"Report: {report.path} ({len(report.runs)} run(s), built in {report.seconds:.1f} s)")
+    if report.problems:
+        print(f"Error: the report is incomplete: {'; '.join(report.problems)}", file=sys.stderr)
+        return 1
     return 0
 
 

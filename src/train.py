@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
-from cnnlab.training.entry import run_entry
+from cnnlab.training.entry import config_syntax_problem, run_entry
 from cnnlab.training.run import train
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -36,6 +36,9 @@ if __name__ == "__main__":
         except CnnlabError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
+    if problem := config_syntax_problem(Path(__file__).resolve().parents[1] / "conf", sys.argv):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
     # A launcher or sweeper plugin that is not installed: say which extra brings it.
     if problem := missing_plugin_message(sys.argv[1:]):
         print(f"Error: {problem}", file=sys.stderr)

@@ -7,6 +7,7 @@ PIL images, no collation) and normalised on the device with the same maths as th
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,8 +119,23 @@ class ImageDataModule(pl.LightningDataModule):
         raise NotImplementedError(f"{self.name} cannot be downloaded: provide its files")
 
     def prepare_data(self) -> None:
-        """Make the files present: local copies first, then a download if allowed."""
-        with folder_lock(self.data_dir):
+        """Make the files present: local copies first, then a download if allowed.
+
+        Complete files need no lock, so a read-only data folder (a cluster's shared copy) works
+        as it is; the lock is taken only when something must be written.
+        """
+        if not self.missing_files():
+            return
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(folder_lock(self.data_dir))
+            except OSError as err:
+                raise DatasetNotFoundError(
+                    f"{self.name}: {self.raw_dir} lacks {', '.join(self.missing_files())} and "
+                    f"{self.data_dir} cannot be written ({err.strerror}), so they cannot be "
+                    "unpacked or downloaded there. Fix: point data.data_dir at a writable "
+                    "folder (the files are unpacked or downloaded into it)."
+                ) from err
             if not self.missing_files():
                 return
             self.fetch_local_copies()
@@ -223,6 +239,12 @@ class ImageDataModule(pl.LightningDataModule):
         self.prepare_data()  # idempotent; makes `setup` usable outside a Trainer
         images, labels = self._load(train=True)
         train_idx, val_idx = self.split_indices(len(labels))
+        if self.batch_size > len(train_idx):
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than {self.name}'s training split "
+                f"({len(train_idx)} images with data.val_fraction={self.val_fraction}): choose "
+                f"at most {len(train_idx)}"
+            )
         self.splits["train"] = (images[train_idx], labels[train_idx])
         self.splits["val"] = (images[val_idx], labels[val_idx])
         self.splits["test"] = self._load(train=False)

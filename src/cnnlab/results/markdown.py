@@ -113,11 +113,12 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
 
     failed = [r for r in group.runs if not r.completed]
     lines += [f"{h} Runs that did not complete", ""]
-    if failed:
+    if failed or group.missing:
         lines += ["| run | status | reason |", "|---|---|---|"]
         lines += [
             f"| {cell(relative(r.folder, base))} | {r.status} | {cell(r.reason)} |" for r in failed
         ]
+        lines += [f"| job {n} | missing | its folder is gone |" for n in group.missing]
     else:
         lines.append("None: every run completed.")
     lines.append("")

@@ -34,8 +34,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write: a reader (the sweep report) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves the old record, nothing else
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any]:

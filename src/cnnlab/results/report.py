@@ -35,8 +35,11 @@ from cnnlab.results.record import (
     job_order,
     read_json,
 )
+from cnnlab.scale.sweeps import expected_jobs
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = "unreadable"  # a job whose metrics.json exists but cannot be parsed
 
 REPORT_FILE = "report.md"
 # Figures sit next to report.md as files, not in a folder, so that nothing new looks like
@@ -116,6 +119,13 @@ class Group:
     runs: list[Run]
     figure_stem: Path  # e.g. <folder>/report_ or <folder>/report_<sweep>_
     figures: dict[str, Path] = field(default_factory=dict)
+    missing: list[int] = field(default_factory=list)  # sweep jobs without a run folder
+
+    @property
+    def problems(self) -> list[str]:
+        """What keeps this group's results from being whole: missing and unreadable jobs."""
+        gone = [f"job {n} has no folder" for n in self.missing]
+        return gone + [f"{r.name}: {r.reason}" for r in self.runs if r.status == UNREADABLE]
 
     @property
     def best(self) -> Run | None:
@@ -133,6 +143,10 @@ class Report:
     @property
     def runs(self) -> list[Run]:
         return [run for group in self.groups for run in group.runs]
+
+    @property
+    def problems(self) -> list[str]:
+        return [problem for group in self.groups for problem in group.problems]
 
 
 def _load_yaml(path: Path) -> Any:
@@ -167,6 +181,8 @@ def find_runs(folder: Path) -> list[Run]:
     runs = []
     for run_dir in candidates:
         record = read_json(run_dir / METRICS_FILE)
+        if not record and (run_dir / METRICS_FILE).is_file():
+            record = {"status": UNREADABLE, "error": f"its {METRICS_FILE} cannot be read"}
         if not _is_training_run(run_dir, record):
             continue
         overrides = record.get("overrides")
@@ -262,13 +278,27 @@ def build_report(folder: Path) -> Report:
         label_runs(members)
         slug = f"{relative(parent, folder).replace('/', '__')}_" if several else ""
         group = Group(parent, members, folder / f"{FIGURE_PREFIX}{slug}")
+        if (count := expected_jobs(parent)) is not None:
+            numbers = {job_order(run.folder)[0] for run in members}
+            group.missing = [n for n in range(count) if n not in numbers]
         draw_group_figures(group)
         groups.append(group)
 
     completed = sum(r.completed for r in runs)
+    problems = [p for group in groups for p in group.problems]
+    warning = (
+        [
+            f"**Incomplete:** {'; '.join(problems)}. The best runs below are chosen among the "
+            "complete records only.",
+            "",
+        ]
+        if problems
+        else []
+    )
     lines = [
         f"# Results: {folder.name}",
         "",
+        *warning,
         f"{len(runs)} run(s), {completed} completed, {len(runs) - completed} did not"
         f"{f', in {len(groups)} sweeps' if several else ''}. Built "
         f"{datetime.now():%Y-%m-%d %H:%M} from the run folders' `{METRICS_FILE}` and "

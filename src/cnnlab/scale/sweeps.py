@@ -132,3 +132,22 @@ def resume_arguments(sweep_dir: Path) -> list[str]:
     hydra = [o for o in overrides.hydra if o.lstrip("+~").split("=", 1)[0] not in own]
     folder = hydra_quoted(str(sweep_dir.resolve()))
     return ["-m", *hydra, *overrides.task, f"hydra.sweep.dir={folder}"]
+
+
+def expected_jobs(sweep_dir: Path) -> int | None:
+    """How many jobs a basic sweep launches, from its `multirun.yaml` (the product of its sweep
+    overrides' lengths); None when that cannot be known (no file, or a search like Optuna's)."""
+    saved = sweep_dir / MULTIRUN_FILE
+    if not saved.is_file():
+        return None
+    try:
+        hydra = OmegaConf.load(saved).hydra
+        params = OmegaConf.select(hydra, "sweeper.params") or {}
+        overrides = [*hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+        count = 1
+        for override in _parse(overrides):
+            if override.is_sweep_override():
+                count *= len(list(override.sweep_string_iterator()))
+    except Exception:  # an interval or a damaged file: the count is unknown
+        return None
+    return count

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -19,11 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: Path, what_to_give: str) -> Any:
-    """The checkpoint file's contents, or one clear error saying why it cannot be used."""
+    """The checkpoint file's contents, or one clear error saying why it cannot be used.
+
+    Read with `weights_only=True`: tensors and plain values only, so a checkpoint from
+    elsewhere cannot run code while it loads (cnnlab's own hold nothing else). Every other
+    load (resuming, testing, evaluating) passes the same flag to Lightning.
+    """
     if not path.is_file():
         raise ConfigError(f"ckpt_path={path} does not exist: {what_to_give}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"ckpt_path={path} holds objects other than tensors and plain values, which could "
+            "run code while loading, so it is refused: use a checkpoint written by cnnlab "
+            f"({str(err).splitlines()[-1][:200]})"
+        ) from err
     except Exception as err:
         raise ConfigError(
             f"ckpt_path={path} could not be read ({type(err).__name__}: {err}); it is not a "
@@ -92,3 +106,21 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         self.best_model_score = state_dict.get("best_model_score")
         self.kth_best_model_path = moved.get(state_dict.get("kth_best_model_path", ""), "")
         self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint under a temporary name in its folder, then renames it: a full
+    disk or a crash mid-write never leaves a truncated file under a real checkpoint's name."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

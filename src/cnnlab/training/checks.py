@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,6 +53,19 @@ def validate_train_config(cfg: DictConfig) -> None:
         "it must be an integer >= 1 (or -1 for no limit)",
     )
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
+    _check(
+        cfg,
+        "optimizer.lr",
+        lambda v: np.float32(v) * np.float32(1.0) > 0,
+        "it rounds to 0 in float32, so no weight would ever change; use a learning rate "
+        f">= {np.finfo(np.float32).tiny:.1e}",
+    )
+    _check(
+        cfg,
+        "seed",
+        lambda v: int(v) == v and 0 <= v < 2**32,
+        "a seed must be an integer in 0..4294967295 (2**32 - 1)",
+    )
     _check(cfg, "model.net.init", lambda v: v in INITS, f"use one of {', '.join(INITS)}")
     _check(
         cfg,

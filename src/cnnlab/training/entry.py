@@ -7,15 +7,19 @@ non-zero at the end (`cnnlab.results.sweep_summary.SweepSummary`).
 
 from __future__ import annotations
 
+import errno
+import itertools
 import logging
 import os
+import shutil
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -27,6 +31,28 @@ from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, swep
 from cnnlab.training.interruption import stop_on_signals
 
 log = logging.getLogger(__name__)
+
+
+def config_syntax_problem(conf: Path, argv: Sequence[str]) -> str | None:
+    """A YAML syntax error in the config files (`conf/`, or a `--config-path`/`--config-dir`
+    given on the command line) as `file:line:column: problem`; None when all parse.
+
+    Checked before Hydra starts, which would report a one-line mistake with a long traceback.
+    """
+    folders = [conf]
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("--config-path", "-cp", "--config-dir", "-cd"):
+            folders.append(Path(value))
+    for path in sorted(p for folder in folders for p in folder.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            return f"{where}: {err.problem or err}. Fix the YAML there."
+        except (yaml.YAMLError, OSError) as err:
+            return f"{path}: {err}"
+    return None
 
 
 def full_error_requested() -> bool:
@@ -51,6 +77,28 @@ def as_user_error(err: Exception) -> Exception:
     key = message.rsplit("full_key: ", 1)[1].strip() if "full_key: " in message else "config"
     cause = str(root) if root is not err else message.split("\n", 1)[-1]
     return ConfigError(f"{key}: could not be built from the config: {type(root).__name__}: {cause}")
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def as_disk_error(err: Exception, cfg: DictConfig) -> Exception:
+    """A write that failed for want of space (or a read-only disk), as one line naming the
+    folder and its free space; the original error stays its cause."""
+    if not isinstance(err, OSError) or err.errno not in _DISK_FULL:
+        return err
+    where = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    problem = CnnlabError(
+        f"Could not write {err.filename or 'a file'} ({err.strerror}): {where} has {free}. "
+        "Free some space (or point paths.log_dir at another disk) and resume from the last "
+        "checkpoint; no partly written checkpoint is left under a real name."
+    )
+    problem.__cause__ = err
+    return problem
 
 
 def hydra_choices() -> dict[str, Any]:
@@ -84,7 +132,10 @@ def record_status(cfg: DictConfig, status: str, **fields: Any) -> None:
     summary.update({"status": status, **fields})
     for key, value in hydra_choices().items():
         summary.setdefault(key, value)
-    write_json(path, summary)
+    try:
+        write_json(path, summary)
+    except OSError as err:  # a full disk: say so, and keep the error that ended the run
+        log.error("The run's record %s could not be written either: %s", path, err)
 
 
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -109,7 +160,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         try:
             return task(cfg)
         except Exception as raised:
-            err = as_user_error(raised)
+            err = as_disk_error(as_user_error(raised), cfg)
             status = getattr(err, "status", "failed")
             # A diverged or interrupted run's status already says what happened.
             error = str(err) if status != "failed" else f"{type(err).__name__}: {err}"

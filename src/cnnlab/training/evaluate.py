@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("batch_size"):
         data_cfg.eval_batch_size = cfg.batch_size
     datamodule = instantiate(data_cfg)
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     # The run's own precision unless asked otherwise, so the accuracy is the run's.
     precision = cfg.get("precision") or OmegaConf.select(run_cfg, "trainer.precision") or "32-true"
     log.info("Evaluating in precision %s", precision)

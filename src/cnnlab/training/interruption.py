@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -24,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.trainer.states import TrainerFn
 
 from cnnlab.errors import Interrupted
+from cnnlab.scale.sweeps import hydra_quoted
 from cnnlab.training.checkpoint import progress_record
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -98,8 +100,9 @@ def resume_command(checkpoint: str) -> str:
     if HydraConfig.initialized():
         overrides = list(HydraConfig.get().overrides.task)
     overrides = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "ckpt_path"]
-    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "src/train.py"
-    return shlex.join(["python", script, *overrides, f"ckpt_path={checkpoint}"])
+    script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "train.py" else "src/train.py"
+    # Hydra-quoted inside, shell-quoted outside: it pastes whatever the path holds.
+    return shlex.join(["python", script, *overrides, f"ckpt_path={hydra_quoted(checkpoint)}"])
 
 
 def interruption(trainer: pl.Trainer, signum: int) -> Interrupted:

@@ -29,6 +29,7 @@ from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.speed.lightning_trims import NoProfiler
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
+from cnnlab.training.checkpoint import AtomicCheckpointIO
 from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
 from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
@@ -109,6 +110,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         profiler=cfg.trainer.get("profiler") or NoProfiler(),
+        plugins=[AtomicCheckpointIO()],
     )
     check_ddp_settings(cfg, trainer)
 
@@ -132,7 +134,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
 
     start = time.perf_counter()
     with ddp_children_run_this_job(trainer):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: tensors and plain values only (cnnlab.training.checkpoint.read_checkpoint)
+        trainer.fit(
+            model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
     train_seconds = time.perf_counter() - start
     summary["data_sizes"] = datamodule.describe()["sizes"]
 
@@ -171,7 +176,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     if cfg.get("test", True):
         ckpt_path = best_path or None
         log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
-        results = trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        results = trainer.test(
+            model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+        )
         test = {k: float(v) for k, v in results[0].items()} if results else {}
         summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
         summary["time"]["test_s"] = history.test_seconds

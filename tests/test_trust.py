@@ -1,0 +1,228 @@
+"""Trust: files from elsewhere never run code, a full disk or a read-only dataset costs one
+clear line and no wrong record, reports know what they miss, printed commands paste."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from cnnlab.data import CIFAR10DataModule, MNISTDataModule
+from cnnlab.errors import ConfigError, DatasetCorruptError
+from cnnlab.training import interruption
+from cnnlab.training.checkpoint import AtomicCheckpointIO
+from cnnlab.training.checks import validate_train_config
+from conftest import ROOT, metrics_of, only, run_cli, run_sweep
+
+QUICK = [
+    "debug=fast",
+    "callbacks.model_checkpoint.enabled=true",
+    "callbacks.progress_bar.enabled=false",
+]
+
+
+class _CreatesFile:
+    """A pickle that creates `path` when it is loaded: what a hostile file would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+# -- files from elsewhere -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "train.py"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(
+    synthetic_data_dir: Path, tmp_path: Path, script: str
+) -> None:
+    marker = tmp_path / "it-ran"
+    hostile = tmp_path / "shared.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "extra": _CreatesFile(marker)}, hostile)
+    result = run_cli(
+        script,
+        f"ckpt_path={hostile}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        f"paths.data_dir={synthetic_data_dir}",
+        *(QUICK if script == "train.py" else []),
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "holds objects other than tensors and plain values" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_by_parser_and_diagnosis(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(synthetic_data_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    marker = tmp_path / "it-ran"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(pickle.dumps({"data": _CreatesFile(marker), "labels": [0]}))
+    with pytest.raises(DatasetCorruptError) as info:
+        CIFAR10DataModule(data_dir=tmp_path).setup()
+    assert f"{batch} cannot be unpickled" in str(info.value)
+    assert "only numpy arrays and plain values" in str(info.value)
+    assert not marker.exists()
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB filesystem of its own (tmpfs), where the system lets this process mount one."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_no_broken_checkpoint(
+    synthetic_data_dir: Path, tiny_disk: Path
+) -> None:
+    result = run_cli(
+        "train.py", f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={tiny_disk}", *QUICK
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    run = only("train/runs/*", tiny_disk)
+    assert f"{run} has " in errors[0] and "MiB free" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
+    assert not list(run.glob("checkpoints/*.ckpt")), "a partly written checkpoint was kept"
+    record = metrics_of(run)
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same guarantee where no small filesystem can be mounted: the rename fails."""
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    target = tmp_path / "checkpoints" / "epoch000-val_acc0.6044.ckpt"
+    with pytest.raises(OSError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(3)}, target)
+    assert list(target.parent.iterdir()) == []
+
+
+# -- read-only data ------------------------------------------------------------------------------
+
+
+def test_complete_files_in_a_folder_that_cannot_be_written_are_used_as_they_are(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(synthetic_data_dir / "MNIST", tmp_path / "MNIST")
+    (tmp_path / ".cnnlab.lock").mkdir()  # the lock file cannot be opened: as on a read-only disk
+    data = MNISTDataModule(data_dir=tmp_path)
+    data.setup()
+    assert len(data.splits["train"][1]) == 540
+
+
+def test_a_folder_that_still_needs_unpacking_and_cannot_be_written_says_so(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (synthetic_data_dir / "MNIST" / "raw").iterdir():
+        (raw / f"{path.name}.gz").write_bytes(__import__("gzip").compress(path.read_bytes()))
+    (tmp_path / ".cnnlab.lock").mkdir()
+    with pytest.raises(Exception, match=r"cannot be written .* point data\.data_dir at a writable"):
+        MNISTDataModule(data_dir=tmp_path).prepare_data()
+
+
+# -- reports and commands ------------------------------------------------------------------------
+
+
+def test_a_report_names_missing_and_unreadable_jobs_and_fails(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result, sweep = run_sweep(synthetic_data_dir, tmp_path, "seed=1,2,3", "debug=fast")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep / "1_seed=2" / "metrics.json").write_text("{not json")
+    shutil.rmtree(sweep / "2_seed=3")
+    report = run_cli("report.py", str(sweep))
+    assert report.returncode == 1
+    assert "incomplete: job 2 has no folder; 1_seed=2: its metrics.json cannot be read" in (
+        report.stderr
+    )
+    text = (sweep / "report.md").read_text()
+    assert text.count("**Incomplete:**") == 1 and "| job 2 | missing |" in text
+    assert "**optimizer" not in text and "**seed=1**" in text  # the best of what is complete
+
+
+@pytest.mark.parametrize("folder", ["run ünïcödé", "it's, here"])
+def test_the_printed_resume_command_pastes(tmp_path: Path, folder: str) -> None:
+    checkpoint = tmp_path / folder / "checkpoints" / "last.ckpt"
+    command = interruption.resume_command(str(checkpoint))
+    words = shlex.split(command)  # what the shell passes on
+    parsed = OverridesParser.create().parse_override(words[-1])
+    assert parsed.key_or_group == "ckpt_path" and parsed.value() == str(checkpoint)
+    pasted = subprocess.run(  # the pasted line, up to composing its config
+        ["bash", "-c", f"{command} --cfg job"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pasted.returncode == 0, pasted.stderr[-2000:]
+    assert str(checkpoint) in pasted.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", "seed=-1 is invalid: a seed must be an integer in 0..4294967295"),
+        ("optimizer.lr=1e-300", "optimizer.lr=1e-300 is invalid: it rounds to 0 in float32"),
+    ],
+)
+def test_values_that_would_fail_late_or_mislead_are_refused(
+    compose_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        validate_train_config(compose_cfg([override]))
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_a_step(
+    synthetic_data_dir: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"data\.batch_size=100000000 is larger than MNIST's"):
+        MNISTDataModule(data_dir=synthetic_data_dir, batch_size=100_000_000).setup()
+
+
+def test_a_yaml_mistake_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    with open(conf / "optimizer" / "adam.yaml", "a") as handle:
+        handle.write("lr: [0.1\nbetas: 2\n")
+    result = run_cli("train.py", "--config-path", str(conf), "optimizer=adam")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
+    assert result.stderr.startswith(f"Error: {conf / 'optimizer' / 'adam.yaml'}:12:")
