@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cnnlab.errors import ConfigError
 from cnnlab.lightning_internals import relaunches_script
+from cnnlab.scale.auto_launch import parallel_jobs_now
 
 
 @contextlib.contextmanager
@@ -32,7 +33,10 @@ def ddp_children_run_this_job(trainer: pl.Trainer) -> Iterator[None]:
         yield  # a single run: Lightning's own relaunch is right
         return
     launcher_target = str(hydra_cfg.launcher.get("_target_", ""))
-    if not launcher_target.endswith("BasicLauncher"):
+    in_sequence = launcher_target.endswith("BasicLauncher") or (
+        launcher_target.endswith("AutoLauncher") and parallel_jobs_now() is None
+    )
+    if not in_sequence:
         raise ConfigError(
             f"trainer.strategy=ddp with {trainer.world_size} processes cannot start inside a job "
             f"of {launcher_target.rsplit('.', 1)[-1]}: Lightning restarts the script for each "

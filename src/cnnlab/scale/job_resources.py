@@ -13,16 +13,32 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from cnnlab.scale.auto_launch import parallel_jobs_now
 
 log = logging.getLogger(__name__)
 
 
 def _is_joblib(launcher: Any) -> bool:
     return "JoblibLauncher" in str(launcher.get("_target_", "")) if launcher else False
+
+
+def _may_run_parallel(launcher: Any) -> bool:
+    """joblib, or the default `auto` launcher that may choose it."""
+    target = str(launcher.get("_target_", "")) if launcher else ""
+    return _is_joblib(launcher) or target.endswith("AutoLauncher")
+
+
+def _jobs_at_once(launcher: Any, cores: int) -> int | None:
+    """How many jobs run side by side with this one; None when it runs alone in sequence."""
+    if (at_once := parallel_jobs_now()) is not None:
+        return at_once
+    return parallel_jobs(launcher.get("n_jobs"), cores) if _is_joblib(launcher) else None
 
 
 def parallel_jobs(n_jobs: int | None, cores: int) -> int:
@@ -100,16 +116,16 @@ class ParallelJobResources(Callback):
         self._env_at_start: dict[str, str | None] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if _is_joblib(config.hydra.get("launcher")):
+        if _may_run_parallel(config.hydra.get("launcher")):
             self.gpus = visible_gpus()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._env_at_start = {name: os.environ.get(name) for name in _DDP_ENV}
         hydra_cfg = HydraConfig.get()
-        if self.gpus is None or not _is_joblib(hydra_cfg.get("launcher")):
-            return
         cores = usable_cores()
-        parallel = parallel_jobs(hydra_cfg.launcher.get("n_jobs"), cores)
+        parallel = _jobs_at_once(hydra_cfg.get("launcher"), cores)
+        if self.gpus is None or parallel is None:
+            return
         threads = threads_per_job(parallel, cores)
         torch.set_num_threads(threads)
         gpu = "none"
@@ -136,3 +152,18 @@ class ParallelJobResources(Callback):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def quiet_for_parallel_jobs(callbacks: list[pl.Callback]) -> list[pl.Callback]:
+    """In a job running side by side with others: no progress bar (bars of several processes
+    interleave), and each epoch line starts with the job's label, e.g. `[optimizer=adam]`."""
+    if not HydraConfig.initialized():
+        return callbacks
+    hydra_cfg = HydraConfig.get()
+    if (_jobs_at_once(hydra_cfg.get("launcher"), usable_cores()) or 1) <= 1:
+        return callbacks
+    label = Path(hydra_cfg.runtime.output_dir).name.split("_", 1)[-1]
+    for callback in callbacks:
+        if hasattr(callback, "prefix"):
+            callback.prefix = f"[{label}] "
+    return [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]

@@ -164,7 +164,8 @@ class KerasEpochLines(pl.Callback):
     """One line per epoch in the console and train.log, as the seed's Keras `verbose=2` prints:
     `Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - ...`."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix  # e.g. "[optimizer=adam] " in a job running beside others
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -178,7 +179,8 @@ class KerasEpochLines(pl.Callback):
         if callable(train_epoch_metrics):  # logged by the module only after this hook
             metrics.update({k: scalar(v) for k, v in train_epoch_metrics().items()})
         seconds = _now(pl_module) - self._start
-        log.info(keras_epoch_line(trainer.current_epoch, trainer.max_epochs, seconds, metrics))
+        line = keras_epoch_line(trainer.current_epoch, trainer.max_epochs, seconds, metrics)
+        log.info("%s%s", self.prefix, line)
 
 
 class SaveModelSummary(pl.Callback):

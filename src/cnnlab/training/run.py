@@ -26,6 +26,7 @@ from cnnlab.models.classifier import ImageClassifier
 from cnnlab.results.record import METRICS_FILE, write_json
 from cnnlab.results.run_files import write_run_files
 from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
+from cnnlab.scale.job_resources import quiet_for_parallel_jobs
 from cnnlab.speed.lightning_trims import NoProfiler
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
@@ -95,7 +96,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     run_results = RunResults()
     callbacks = [
         StopOnSignal(),  # SIGINT/SIGTERM end the run between batches
-        *instantiate_callbacks(cfg.get("callbacks")),
+        *quiet_for_parallel_jobs(instantiate_callbacks(cfg.get("callbacks"))),
         history,
         run_results,
         ConfigInCheckpoint(to_plain(cfg)),
