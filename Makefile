@@ -8,7 +8,7 @@ LOGDIR ?= outputs
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seed resume report test test-all bench docs-figure tensorboard lint format clean
+.PHONY: help install train sweep seed resume report test test-all bench bench-sweep gpu-check docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ test-all: $(STAMP) ## every test, including those marked slow
 bench: $(STAMP) ## pipeline vs bare PyTorch loop (fp32, then bf16-mixed + channels_last); BENCH_ARGS="..."
 	$(PY) src/bench.py $(BENCH_ARGS)
 	$(PY) src/bench.py --precision bf16-mixed --channels-last --accuracy-check $(BENCH_ARGS)
+
+bench-sweep: $(STAMP) ## the optimizer sweep timed: default launcher against hydra/launcher=basic
+	$(PY) src/bench.py --sweep --reps 2 $(BENCH_ARGS)
+
+gpu-check: $(STAMP) ## the GPU path on a real GPU: gpu tests, bench rows, the sweep (no CUDA: refuses)
+	$(PY) src/gpu_check.py --fashion-mnist /usr/share/datasets/fashion-mnist $(BENCH_ARGS)
 
 docs-figure: $(STAMP) ## the README's figure: a short optimizer sweep on real Fashion-MNIST
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad data=fashion_mnist trainer.max_epochs=3 \

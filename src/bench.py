@@ -1,6 +1,7 @@
 """Benchmark cnnlab's pipeline against a bare PyTorch loop: `python src/bench.py [--help]`."""
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -9,9 +10,11 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
+import torch
 
 from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings
 from cnnlab.bench.runner import run_benchmark
+from cnnlab.bench.sweep import format_sweep_table, run_sweep_benchmark
 from cnnlab.bench.tables import format_table, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +45,16 @@ def main() -> None:
     )
     parser.add_argument("--tiny", action="store_true", help="a few steps: checks the machinery")
     parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time the three-optimizer sweep, default launcher against hydra/launcher=basic",
+    )
+    parser.add_argument(
+        "--sweep-overrides",
+        default="data=fashion_mnist trainer.max_epochs=2 trainer.limit_train_batches=100",
+        help="what each job of the timed sweep trains (space-separated overrides)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"
     )
     parser.add_argument(
@@ -51,6 +64,22 @@ def main() -> None:
         help="folder of the Markdown tables (default: docs/benchmarks/; none with --tiny)",
     )
     args = parser.parse_args()
+    if args.sweep:
+        result = run_sweep_benchmark(
+            ROOT / "src" / "train.py",
+            args.sweep_overrides.split(),
+            rounds=max(args.reps, 1),
+            single_job=torch.cuda.is_available(),
+        )
+        print(format_sweep_table(result))
+        out = (
+            args.out
+            or ROOT / "outputs" / "bench" / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"JSON: {out}")
+        return
 
     rows = DEFAULT_ROWS
     if args.rows != "all":

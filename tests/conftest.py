@@ -101,3 +101,15 @@ def run_sweep(
     found = f"expected one sweep in {log_dir}, found {sweeps}"
     assert len(sweeps) == 1, f"{found}:\n{result.stderr[-3000:]}"
     return result, sweeps[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run only where CUDA is (make gpu-check); elsewhere they say why not."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run make gpu-check on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
