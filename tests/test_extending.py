@@ -81,9 +81,17 @@ def shapes_data(synthetic_data_dir: Path) -> Path:
     return synthetic_data_dir
 
 
-@pytest.mark.parametrize(
-    ("section", "args"), _commands(), ids=[" ".join(a) for _, a in _commands()]
-)
+def _command_params() -> list[object]:
+    """Every command; the first of each section in the fast suite, the others marked slow."""
+    params, seen = [], set()
+    for section, args in _commands():
+        marks = [pytest.mark.slow] if section in seen else []
+        seen.add(section)
+        params.append(pytest.param(section, args, id=" ".join(args), marks=marks))
+    return params
+
+
+@pytest.mark.parametrize(("section", "args"), _command_params())
 def test_every_command_of_the_page_runs(
     project_copy: Path, shapes_data: Path, tmp_path: Path, section: str, args: list[str]
 ) -> None:

@@ -105,8 +105,8 @@ def test_report_table_rows_match_each_runsmetrics_of(sweep: dict[str, Any]) -> N
     for job in _completed(sweep):
         metrics, row = metrics_of(job), rows[job.name]
         assert metrics["status"] == row["status"] == "completed"
-        assert f"optimizer={metrics['choices']['optimizer']}" in row["overrides"]
-        assert "paths." not in row["overrides"] and "max_epochs" not in row["overrides"]
+        assert f"optimizer={metrics['choices']['optimizer']}" in row["label"]
+        assert "paths." not in row["label"] and "max_epochs" not in row["label"]
         assert row["best val acc"] == f"{metrics['best']['val/acc']:.4f}"
         assert row["best epoch"] == str(metrics["best"]["epoch"])
         assert row["test acc"] == f"{metrics['test']['test/acc']:.4f}"

@@ -8,6 +8,7 @@ a learning rate that really produces NaN, two runs launched at once.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import ROOT, metrics_of, only, run_cli, run_sweep
 
@@ -173,9 +175,10 @@ def assert_stopped_cleanly(
     assert 2 <= metrics["epochs"] < 4 and len(metrics["history"]) == metrics["epochs"]
     checkpoint = Path(metrics["last_checkpoint"])
     assert checkpoint == run / "checkpoints" / "last.ckpt"
-    assert (
-        f"ckpt_path={checkpoint}" in metrics["resume_command"] and f"ckpt_path={checkpoint}" in err
-    )
+    # The printed command, as the shell and Hydra read it, resumes from that checkpoint.
+    pasted = OverridesParser.create().parse_override(shlex.split(metrics["resume_command"])[-1])
+    assert pasted.key_or_group == "ckpt_path" and pasted.value() == str(checkpoint)
+    assert metrics["resume_command"] in err
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert saved["epoch"] == metrics["epochs"] - 1  # the last finished epoch, whole
     return checkpoint
@@ -218,6 +221,7 @@ def test_a_signal_to_a_sweep_records_every_job(
         "train.py",
         "-m",
         "seed=1,2",
+        "hydra/launcher=basic",  # one job after another: the second has not started yet
         f"paths.data_dir={synthetic_data_dir}",
         f"paths.log_dir={tmp_path}",
         *RESUMABLE,

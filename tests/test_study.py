@@ -79,6 +79,7 @@ def test_the_model_summary_lists_layers_shapes_and_the_seeds_total() -> None:
     assert len(re.findall(r"\(Conv2d\)", text)) == 2
 
 
+@pytest.mark.slow
 def test_the_whole_study_writes_one_report_in_the_seeds_order(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:

@@ -89,10 +89,12 @@ def _start_sweep(data_dir: Path, log_dir: Path, *overrides: str) -> subprocess.P
 def test_a_killed_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
-    whole, whole_dir = run_sweep(synthetic_data_dir, tmp_path / "whole", THREE, *QUICK)
+    # In sequence, so that the kill finds job 0 finished and job 1 under way.
+    basic = "hydra/launcher=basic"
+    whole, whole_dir = run_sweep(synthetic_data_dir, tmp_path / "whole", THREE, basic, *QUICK)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    process = _start_sweep(synthetic_data_dir, tmp_path / "killed", THREE, *QUICK)
+    process = _start_sweep(synthetic_data_dir, tmp_path / "killed", THREE, basic, *QUICK)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "killed").glob("train/multiruns/*/1_*/checkpoints/last.ckpt")):
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended first"

@@ -33,10 +33,15 @@ def read_checkpoint(path: Path, what_to_give: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err):  # no object it would build: the file is not a pickle
+            raise ConfigError(
+                f"ckpt_path={path} could not be read (UnpicklingError: {err}); it is not a "
+                "checkpoint, or it is damaged"
+            ) from err
         raise ConfigError(
             f"ckpt_path={path} holds objects other than tensors and plain values, which could "
             "run code while loading, so it is refused: use a checkpoint written by cnnlab "
-            f"({str(err).splitlines()[-1][:200]})"
+            f"({_refused_global(err)})"
         ) from err
     except Exception as err:
         raise ConfigError(
@@ -124,3 +129,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _refused_global(err: Exception) -> str:
+    """The line of torch's message that names what the file would have built."""
+    lines = [line for line in str(err).splitlines() if "global" in line]
+    line = lines[0] if lines else str(err).splitlines()[-1]
+    return line.split(" Please use", 1)[0].strip()[:200]
