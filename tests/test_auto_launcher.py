@@ -17,7 +17,9 @@ from conftest import metrics_of, only, run_sweep
 @pytest.mark.parametrize(
     ("jobs", "cores", "gpus", "per_gpu", "expected"),
     [
-        (3, 2, 0, 2, 2),  # CPU: as many as the cores, one torch thread each
+        (2, 2, 0, 2, 2),  # CPU: one torch thread per job
+        (3, 2, 0, 2, 3),  # in one round rather than two whose second leaves a core idle
+        (5, 2, 0, 2, 2),  # many jobs: as many at once as the cores
         (2, 16, 0, 2, 2),  # never more than the jobs
         (12, 16, 0, 2, 12),
         (3, 1, 0, 2, 1),  # one core: in sequence
