@@ -92,8 +92,11 @@ def as_disk_error(err: Exception, cfg: DictConfig) -> Exception:
         free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
     except OSError:
         free = "free space unknown"
+    # A library may write through a temporary file elsewhere: name the file only if it is ours.
+    inside = err.filename and str(err.filename).startswith(str(where))
+    written = f"{err.filename}" if inside else f"a file of {where.name}"
     problem = CnnlabError(
-        f"Could not write {err.filename or 'a file'} ({err.strerror}): {where} has {free}. "
+        f"Could not write {written} ({err.strerror}): {where} has {free}. "
         "Free some space (or point paths.log_dir at another disk) and resume from the last "
         "checkpoint; no partly written checkpoint is left under a real name."
     )
