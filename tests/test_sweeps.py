@@ -170,7 +170,12 @@ def test_fail_fast_stops_at_the_first_failed_job_after_writing_the_report(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     result, sweep = run_sweep(
-        synthetic_data_dir, tmp_path, "sweep.fail_fast=true", "seed=1,2,3", "data.val_fraction=1.5"
+        synthetic_data_dir,
+        tmp_path,
+        "sweep.fail_fast=true",
+        "hydra/launcher=basic",  # in sequence: job 0 fails before the others start
+        "seed=1,2,3",
+        "data.val_fraction=1.5",
     )
     assert result.returncode == 1
     assert "stopped at the first failed job (sweep.fail_fast): 0_seed=1: failed" in result.stderr
