@@ -4,6 +4,7 @@ clear line and no wrong record, reports know what they miss, printed commands pa
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import pickle
 import shlex
@@ -151,7 +152,7 @@ def test_a_folder_that_still_needs_unpacking_and_cannot_be_written_says_so(
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for path in (synthetic_data_dir / "MNIST" / "raw").iterdir():
-        (raw / f"{path.name}.gz").write_bytes(__import__("gzip").compress(path.read_bytes()))
+        (raw / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
     (tmp_path / ".cnnlab.lock").mkdir()
     with pytest.raises(Exception, match=r"cannot be written .* point data\.data_dir at a writable"):
         MNISTDataModule(data_dir=tmp_path).prepare_data()

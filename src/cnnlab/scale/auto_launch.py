@@ -64,13 +64,14 @@ def choose(
     )
 
 
-def joblib_settings(launcher_cfg: Any, at_once: int) -> dict[str, Any]:
-    """The joblib launcher's settings for `at_once` jobs (its defaults, from its own config)."""
+def joblib_settings(overrides: Any, at_once: int) -> dict[str, Any]:
+    """The joblib launcher's settings for `at_once` jobs: its own defaults, then `overrides`
+    (`hydra.launcher.joblib`)."""
     from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 
     settings = OmegaConf.to_container(OmegaConf.structured(JobLibLauncherConf), resolve=True)
     settings.pop("_target_")
-    settings.update(dict(launcher_cfg.get("joblib") or {}))
+    settings.update(dict(overrides or {}))
     settings["n_jobs"] = at_once
     return settings
 

@@ -47,9 +47,7 @@ class AutoLauncher(Launcher):
         else:
             from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-            launcher = JoblibLauncher(
-                **auto_launch.joblib_settings({"joblib": self.joblib}, at_once)
-            )
+            launcher = JoblibLauncher(**auto_launch.joblib_settings(self.joblib, at_once))
         launcher.setup(
             hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
         )
