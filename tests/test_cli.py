@@ -139,6 +139,7 @@ def test_any_combination_takes_shapes_from_the_data(
         "model=net_2",
         "optimizer=adam",
         "data.batch_size=128",
+        "data.verify_md5=false",
         f"paths.data_dir={synthetic_data_dir}",
         f"paths.log_dir={tmp_path}",
         *FAST,

@@ -276,7 +276,7 @@ def test_a_damaged_cifar10_batch_is_named(synthetic_data_dir: Path, tmp_path: Pa
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:1000])
     with pytest.raises(DatasetCorruptError) as info:
-        CIFAR10DataModule(data_dir=tmp_path).setup()
+        CIFAR10DataModule(data_dir=tmp_path, verify_md5=False).setup()
     assert f"CIFAR-10: {batch} cannot be unpickled (UnpicklingError" in str(info.value)
 
 
@@ -321,7 +321,7 @@ def test_a_wrong_folder_layout_is_reported_as_such(
 def test_cifar10_batches_outside_their_folder_are_a_wrong_layout(tmp_path: Path) -> None:
     write_cifar10(tmp_path, train=50, test=20)
     with pytest.raises(DatasetNotFoundError) as info:
-        CIFAR10DataModule(data_dir=tmp_path).setup()
+        CIFAR10DataModule(data_dir=tmp_path, verify_md5=False).setup()
     assert "found batches.meta, data_batch_1" in str(info.value)
     assert f"in {tmp_path}, but cnnlab reads CIFAR-10 from {tmp_path}/cifar-10-batches-py" in str(
         info.value
@@ -454,7 +454,7 @@ def test_pickle_of_cifar_meta_without_label_names_is_named(tmp_path: Path) -> No
     folder = write_cifar10(tmp_path / "cifar-10-batches-py", train=50, test=20)
     (folder / "batches.meta").write_bytes(pickle.dumps({"num_vis": 3072}))
     with pytest.raises(DatasetCorruptError, match=r"batches\.meta has no 'label_names'"):
-        CIFAR10DataModule(data_dir=tmp_path).setup()
+        CIFAR10DataModule(data_dir=tmp_path, verify_md5=False).setup()
 
 
 def test_results_import_no_torch() -> None:

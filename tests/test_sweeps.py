@@ -123,7 +123,9 @@ def test_resuming_runs_a_failed_job_again_and_keeps_the_completed_one(
 ) -> None:
     data = tmp_path / "data"
     shutil.copytree(synthetic_data_dir / "MNIST", data / "MNIST")  # no CIFAR-10 yet
-    result, sweep = run_sweep(data, tmp_path, "data=mnist,cifar10", "data.download=false", *QUICK)
+    result, sweep = run_sweep(
+        data, tmp_path, "data=mnist,cifar10", "data.download=false", "data.verify_md5=false", *QUICK
+    )
     assert result.returncode != 0
     assert metrics_of(only("1_data=cifar10", sweep))["status"] == "failed"
     kept = _digests(only("0_data=mnist", sweep))
@@ -145,7 +147,13 @@ def test_resume_works_with_the_parallel_and_submitit_launchers(
     data = tmp_path / "data"
     shutil.copytree(synthetic_data_dir / "MNIST", data / "MNIST")
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    overrides = [f"hydra/launcher={launcher}", *extra, "data=mnist,cifar10", "data.download=false"]
+    overrides = [
+        f"hydra/launcher={launcher}",
+        *extra,
+        "data=mnist,cifar10",
+        "data.download=false",
+        "data.verify_md5=false",
+    ]
     result, sweep = run_sweep(data, tmp_path, *overrides, *QUICK)
     assert metrics_of(only("1_data=cifar10", sweep))["status"] == "failed", result.stderr[-2000:]
     kept = _digests(only("0_data=mnist", sweep))

@@ -75,10 +75,38 @@ def test_a_cifar_batch_that_would_run_code_is_refused_by_parser_and_diagnosis(
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(pickle.dumps({"data": _CreatesFile(marker), "labels": [0]}))
     with pytest.raises(DatasetCorruptError) as info:
-        CIFAR10DataModule(data_dir=tmp_path).setup()
+        CIFAR10DataModule(data_dir=tmp_path, verify_md5=False).setup()
     assert f"{batch} cannot be unpickled" in str(info.value)
     assert "only numpy arrays and plain values" in str(info.value)
     assert not marker.exists()
+
+
+def test_cifar_files_under_official_names_must_match_their_published_md5(
+    synthetic_data_dir: Path, tmp_path: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    assert compose_cfg(["data=cifar10"]).data.verify_md5 is True
+    shutil.copytree(synthetic_data_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py")
+    with pytest.raises(DatasetCorruptError) as info:
+        CIFAR10DataModule(data_dir=tmp_path).setup()
+    message = str(info.value)
+    assert "/cifar-10-batches-py/data_batch_1 is not the official file (md5 " in message
+    assert "published c99cafc152244af753f735de768cd75f" in message
+    assert message.endswith("if these are your own files, set data.verify_md5=false.")
+
+
+def test_files_that_match_their_published_md5_are_read(
+    synthetic_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.datasets.utils import calculate_md5
+
+    folder = shutil.copytree(
+        synthetic_data_dir / "cifar-10-batches-py", tmp_path / "cifar-10-batches-py"
+    )
+    published = {path.name: calculate_md5(path) for path in folder.iterdir()}
+    monkeypatch.setattr(CIFAR10DataModule, "published_md5", published)
+    dm = CIFAR10DataModule(data_dir=tmp_path)
+    dm.setup()
+    assert dm.describe()["sizes"]["test"] == 200
 
 
 # -- a full disk ---------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
   a truncated or padded file, a wrong type or rank, or a gzip file without `.gz` is named.
 * CIFAR-10 pickles are checked one by one when parsing them failed, to name the bad one
   (read with `read_pickle`, which refuses anything but arrays and plain values).
+* Files with a published md5 (CIFAR-10's batches) are compared with it before parsing,
+  unless `data.verify_md5=false` says they are your own.
 * When expected files are missing, nearby folders are searched: files one folder too deep,
   `.gz` files beside the `raw/` folder, or `data_dir` pointing inside the layout are reported
   as a wrong layout, with the fix.
@@ -15,8 +17,10 @@ import math
 import os
 import struct
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+
+from torchvision.datasets.utils import calculate_md5
 
 from cnnlab.data.files import read_pickle
 from cnnlab.errors import DatasetCorruptError
@@ -77,6 +81,18 @@ def check_idx_split(dataset: str, images: Path, labels: Path, image_shape: Seque
             f"{dataset}: {images} holds {count} images but {labels} holds {label_count} labels; "
             f"one of them is from another copy of the dataset. {_FRESH_COPY}"
         )
+
+
+def check_published_md5(dataset: str, folder: Path, published: Mapping[str, str]) -> None:
+    """Refuse a file whose md5 differs from the one its publisher gives for that name."""
+    for name, expected in published.items():
+        path = folder / name
+        if path.is_file() and (found := calculate_md5(path)) != expected:
+            raise DatasetCorruptError(
+                f"{dataset}: {path} is not the official file (md5 {found}, published "
+                f"{expected}). Fix: delete {folder} and fetch the official files (docs/data.md), "
+                "or, if these are your own files, set data.verify_md5=false."
+            )
 
 
 def find_bad_cifar_file(dataset: str, folder: Path, names: Iterable[str]) -> str | None:

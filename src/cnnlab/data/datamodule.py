@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from cnnlab.data.checks import find_misplaced, layout_message
+from cnnlab.data.checks import check_published_md5, find_misplaced, layout_message
 from cnnlab.data.files import folder_lock
 from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
@@ -59,6 +59,8 @@ class ImageDataModule(pl.LightningDataModule):
     sample_shape: ClassVar[tuple[int, int, int]]
     class_names: ClassVar[tuple[str, ...]]
     default_val_fraction: ClassVar[float] = 0.1
+    # Published md5 of files in `raw_dir`, by name: checked before parsing (`verify_md5`).
+    published_md5: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class ImageDataModule(pl.LightningDataModule):
         download: bool = False,
         system_dirs: Sequence[str] = (),
         on_device: bool | Literal["auto"] = "auto",
+        verify_md5: bool = True,
     ) -> None:
         super().__init__()
         val_fraction = self.default_val_fraction if val_fraction is None else val_fraction
@@ -92,6 +95,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.download = bool(download)
         self.system_dirs = [Path(d) for d in system_dirs]
         self.on_device = on_device
+        self.verify_md5 = bool(verify_md5)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -237,6 +241,8 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits:
             return
         self.prepare_data()  # idempotent; makes `setup` usable outside a Trainer
+        if self.verify_md5:
+            check_published_md5(self.name, self.raw_dir, self.published_md5)
         images, labels = self._load(train=True)
         train_idx, val_idx = self.split_indices(len(labels))
         if self.batch_size > len(train_idx):

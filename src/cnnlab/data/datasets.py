@@ -111,6 +111,9 @@ class CIFAR10DataModule(ImageDataModule):
     name = "CIFAR-10"
     sample_shape = (3, 32, 32)
     default_val_fraction = 0.2
+    published_md5: ClassVar[dict[str, str]] = {
+        name: md5 for name, md5 in [*_CIFAR.train_list, *_CIFAR.test_list]
+    } | {_CIFAR.meta["filename"]: _CIFAR.meta["md5"]}
     class_names = (
         "airplane",
         "automobile",
