@@ -36,8 +36,9 @@ RESUMABLE = [
 QUICK = ["debug=fast", "trainer.limit_train_batches=4", "callbacks.progress_bar.enabled=false"]
 
 
-def start_cli(script: str, *args: str) -> subprocess.Popen[str]:
-    """Start an entry point in the background, with the same environment as `run_cli`."""
+def start_cli(script: str, *args: str, terminal: bool = False) -> subprocess.Popen[str]:
+    """Start an entry point in the background, with the same environment as `run_cli`;
+    `terminal`: in a process group of its own, which a signal reaches whole, as Ctrl-C does."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen(
@@ -47,6 +48,7 @@ def start_cli(script: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=terminal,
     )
 
 
@@ -241,6 +243,38 @@ def test_a_signal_to_a_sweep_records_every_job(
     assert stopped["status"] == "interrupted" and Path(stopped["last_checkpoint"]).is_file()
     assert "seed=1" in stopped["resume_command"] and "-m" not in stopped["resume_command"]
     assert skipped["status"] == "interrupted" and "not started" in skipped["error"]
+
+
+def test_ctrl_c_in_a_sweep_of_jobs_side_by_side_records_every_job(
+    synthetic_data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    # Five jobs on two cores: two run side by side (joblib, the default), three wait.
+    long_run = [*RESUMABLE[:-1], "trainer.max_epochs=40"]  # never done before the signal
+    proc = start_cli(
+        "train.py", "-m", "seed=1,2,3,4,5", f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}", *long_run, RESUMABLE[-1], terminal=True,
+    )  # fmt: skip
+    processes.append(proc)
+    checkpoints = "train/multiruns/*/[01]_*/checkpoints/last.ckpt"
+    wait_for(lambda: tmp_path if len(list(tmp_path.glob(checkpoints))) == 2 else None, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    out, err = proc.communicate(timeout=300)
+
+    assert "2 at a time side by side (joblib)" in out + err
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "5 job(s) of the sweep did not complete" in err
+    sweep = only("train/multiruns/*", tmp_path)
+    for job in ("0_*", "1_*"):  # each stopped at a batch boundary, once: not "at once"
+        record = metrics_of(only(job, sweep))
+        assert record["status"] == "interrupted" and record["interrupted_at"]["signal"] == "SIGINT"
+        assert Path(record["last_checkpoint"]).is_file() and "seed=" in record["resume_command"]
+    for job in ("2_*", "3_*", "4_*"):
+        record = metrics_of(only(job, sweep))
+        assert (
+            record["status"] == "interrupted"
+            and record["error"] == "not started: the sweep was stopped by SIGINT"
+        )
+    assert not (sweep / ".workers").exists()
 
 
 def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.scale.auto_launch import parallel_jobs_now
+from cnnlab.scale.parallel_stop import become_worker
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class ParallelJobResources(Callback):
         parallel = _jobs_at_once(hydra_cfg.get("launcher"), cores)
         if self.gpus is None or parallel is None:
             return
+        if parallel_jobs_now() is not None:  # a worker of `auto`: its stop signals come from
+            become_worker(Path(hydra_cfg.sweep.dir))  # the sweep's process, once each
         threads = threads_per_job(parallel, cores)
         torch.set_num_threads(threads)
         gpu = "none"

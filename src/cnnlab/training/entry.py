@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted
 from cnnlab.results.record import METRICS_FILE, read_json, write_json
+from cnnlab.scale.parallel_stop import stop_marker
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, swept_keys
 from cnnlab.training.interruption import stop_on_signals
 
@@ -207,6 +208,9 @@ def _sweep_job_state(cfg: DictConfig) -> tuple[bool, Any]:
     """Before a sweep job runs: (True, what to return) when it must not train, else (False,
     None) with the config set to resume it. A job's folder holds a record only when its sweep
     runs again into the same folder (a resume, or a cluster's requeue)."""
+    if HydraConfig.initialized() and (name := stop_marker(Path(HydraConfig.get().sweep.dir))):
+        record_status(cfg, "interrupted", error=f"not started: the sweep was stopped by {name}")
+        return True, None
     marker = fail_fast_marker(cfg)
     if marker is not None and marker.is_file():
         first = marker.read_text().strip()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import signal
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -31,7 +35,7 @@ class AutoLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
-        from cnnlab.scale import auto_launch
+        from cnnlab.scale import auto_launch, parallel_stop
         from cnnlab.scale.job_resources import usable_cores, visible_gpus
 
         assert self.config is not None and self.hydra_context is not None
@@ -51,8 +55,22 @@ class AutoLauncher(Launcher):
         launcher.setup(
             hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
         )
-        auto_launch.set_parallel_jobs(at_once if at_once > 1 else None)
-        try:
+        if at_once == 1:
             return launcher.launch(job_overrides, initial_job_idx)
-        finally:
-            auto_launch.set_parallel_jobs(None)
+        auto_launch.set_parallel_jobs(at_once)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        with parallel_stop.pass_stop_signals_to_workers(sweep_dir) as stop:
+            try:
+                return launcher.launch(job_overrides, initial_job_idx)
+            except BaseException:
+                if not stop.at_once:
+                    raise
+                print(
+                    f"Error: the sweep was stopped at once by {stop.name}; each job's "
+                    f"metrics.json says where it stopped. Resume it with: make resume "
+                    f"DIR={shlex.quote(str(sweep_dir))}",
+                    file=sys.stderr,
+                )
+                sys.exit(128 + signal.Signals[stop.name].value)
+            finally:
+                auto_launch.set_parallel_jobs(None)
