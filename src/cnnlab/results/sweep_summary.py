@@ -12,8 +12,7 @@ from omegaconf import DictConfig
 
 from cnnlab.results.record import COMPLETED, METRICS_FILE, job_order, read_json
 from cnnlab.results.report import report_after_sweep
-from cnnlab.scale.parallel_stop import clear_stop
-from cnnlab.scale.sweeps import FAIL_FAST_FILE
+from cnnlab.scale.sweeps import FAIL_FAST_FILE, STOPPED_FILE
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A sweep run again into its folder (a resume) starts without the last run's stops.
         (Path(config.hydra.sweep.dir) / FAIL_FAST_FILE).unlink(missing_ok=True)
-        clear_stop(Path(config.hydra.sweep.dir))
+        (Path(config.hydra.sweep.dir) / STOPPED_FILE).unlink(missing_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

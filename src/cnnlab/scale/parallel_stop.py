@@ -7,9 +7,9 @@ of its own and registers its pid in the sweep folder; the sweep's process, the o
 terminal (or `kill`, or a scheduler) signals, passes each SIGINT/SIGTERM to every worker once:
 
 * first signal: each job stops at its next batch boundary and records `interrupted` with its
-  checkpoint and resume command; jobs not yet started are recorded as not started (the
-  `STOPPED_FILE` marker tells workers that start later); the sweep then ends as usual, with
-  its report and the list of jobs that did not complete;
+  checkpoint and resume command; jobs not yet started are recorded as not started (a marker,
+  `cnnlab.scale.sweeps.STOPPED_FILE`, tells workers that start later); the sweep then ends as
+  usual, with its report and the list of jobs that did not complete;
 * second signal: each job stops at once (its record says so), and the sweep exits 130.
 """
 
@@ -25,23 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-STOPPED_FILE = ".stopped"  # the sweep got a stop signal: holds its name
+from cnnlab.scale.sweeps import STOPPED_FILE
+from cnnlab.training.interruption import stop_signals_handled_by
+
 WORKERS_DIR = ".workers"  # one empty file per worker process, named by its pid
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def stop_marker(sweep_dir: Path) -> str | None:
-    """The signal that stopped this sweep (None: it was not stopped)."""
-    try:
-        return (sweep_dir / STOPPED_FILE).read_text().strip() or "a signal"
-    except OSError:
-        return None
-
-
-def clear_stop(sweep_dir: Path) -> None:
-    """A sweep run again into its folder (a resume) starts without the last run's stop."""
-    (sweep_dir / STOPPED_FILE).unlink(missing_ok=True)
-
 
 _registered: set[Path] = set()
 
@@ -100,14 +87,10 @@ def pass_stop_signals_to_workers(sweep_dir: Path) -> Iterator[SweepStop]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
 
-    previous = {signum: signal.getsignal(signum) for signum in _SIGNALS}
-    for signum in _SIGNALS:
-        signal.signal(signum, on_signal)
     try:
-        yield stop
+        with stop_signals_handled_by(on_signal):
+            yield stop
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         for pid in _workers(sweep_dir):
             (sweep_dir / WORKERS_DIR / str(pid)).unlink(missing_ok=True)
         with contextlib.suppress(OSError):

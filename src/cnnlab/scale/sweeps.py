@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes it before the first job
 FAIL_FAST_FILE = ".failed_job"  # written by the first failed job of a fail-fast sweep
+STOPPED_FILE = ".stopped"  # a sweep of parallel jobs got a stop signal: holds its name
 _MAX_LABEL = 120  # characters of a job folder's label, well inside file-name limits
 
 
@@ -107,6 +108,14 @@ def fail_fast_marker(cfg: DictConfig) -> Path | None:
     if not (HydraConfig.initialized() and OmegaConf.select(cfg, "sweep.fail_fast", default=False)):
         return None
     return Path(HydraConfig.get().sweep.dir) / FAIL_FAST_FILE
+
+
+def stop_marker(sweep_dir: Path) -> str | None:
+    """The signal that stopped this sweep's parallel jobs (None: it was not stopped)."""
+    try:
+        return (sweep_dir / STOPPED_FILE).read_text().strip() or "a signal"
+    except OSError:
+        return None
 
 
 def hydra_quoted(value: str) -> str:

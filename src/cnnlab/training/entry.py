@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted
 from cnnlab.results.record import METRICS_FILE, read_json, write_json
-from cnnlab.scale.parallel_stop import stop_marker
-from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, swept_keys
+from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
 from cnnlab.training.interruption import stop_on_signals
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -72,6 +72,19 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
+def stop_signals_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` while inside (main thread only); then as before."""
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def stop_on_signals(keep_request: bool = False) -> Iterator[StopRequest]:
     """While inside: the first SIGINT/SIGTERM sets the request instead of killing the process.
 
@@ -81,17 +94,13 @@ def stop_on_signals(keep_request: bool = False) -> Iterator[StopRequest]:
     if threading.current_thread() is not threading.main_thread():
         yield _REQUEST  # signal handlers can only be set from the main thread
         return
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _on_stop_signal)
-    try:
-        yield _REQUEST
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        _REQUEST.stopped = None
-        if not keep_request:
-            _REQUEST.signum, _REQUEST.at_once = None, False
+    with stop_signals_handled_by(_on_stop_signal):
+        try:
+            yield _REQUEST
+        finally:
+            _REQUEST.stopped = None
+            if not keep_request:
+                _REQUEST.signum, _REQUEST.at_once = None, False
 
 
 def resume_command(checkpoint: str) -> str:
