@@ -27,6 +27,9 @@ NO_NETWORK |= {name.upper(): value for name, value in NO_NETWORK.items()}
 os.environ.update(NO_NETWORK)
 for _name in ("no_proxy", "NO_PROXY"):
     os.environ.pop(_name, None)
+# Tests compare runs bit for bit across processes, so every run takes the same thread count
+# (torch's own), whatever else the machine runs meanwhile (torch_threads=auto would not).
+os.environ.setdefault("CNNLAB_TORCH_THREADS", str(os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

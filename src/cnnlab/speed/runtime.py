@@ -1,8 +1,8 @@
 """The process-wide switches that decide speed, applied once at the start of a run.
 
 Each has one config key and a measured default (docs/speed.md): `flush_denormal`,
-`keep_freed_cpu_memory`, `float32_matmul_precision`; the NVML check needs no switch (it
-changes no answer, only where the answer comes from).
+`keep_freed_cpu_memory`, `float32_matmul_precision`, `torch_threads`; the NVML check needs
+no switch (it changes no answer, only where the answer comes from).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.speed.cpu_memory import keep_freed_memory
+from cnnlab.speed.threads import set_torch_threads
 
 
 def apply_runtime_settings(cfg: Mapping[str, Any]) -> None:
@@ -24,6 +25,7 @@ def apply_runtime_settings(cfg: Mapping[str, Any]) -> None:
     skip_unavailable_nvml_check()
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+    set_torch_threads(cfg.get("torch_threads", "auto"))
 
 
 _NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"

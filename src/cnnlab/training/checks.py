@@ -66,6 +66,12 @@ def validate_train_config(cfg: DictConfig) -> None:
         lambda v: int(v) == v and 0 <= v < 2**32,
         "a seed must be an integer in 0..4294967295 (2**32 - 1)",
     )
+    _check(
+        cfg,
+        "torch_threads",
+        lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "use auto (torch's count, capped by the idle cores) or a number of threads >= 1",
+    )
     _check(cfg, "model.net.init", lambda v: v in INITS, f"use one of {', '.join(INITS)}")
     _check(
         cfg,
