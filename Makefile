@@ -6,9 +6,10 @@ STAMP := $(VENV)/.cnnlab-installed
 ARGS ?=
 LOGDIR ?= outputs
 DIR ?=
+KERAS_VENV ?= .venv-keras
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seed resume report test test-all bench bench-sweep gpu-check docs-figure tensorboard lint format clean
+.PHONY: help install train sweep seed resume report test test-all bench bench-sweep bench-keras gpu-check docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +49,14 @@ bench: $(STAMP) ## pipeline vs bare PyTorch loop (fp32, then bf16-mixed + channe
 
 bench-sweep: $(STAMP) ## the optimizer sweep timed: default launcher against hydra/launcher=basic
 	$(PY) src/bench.py --sweep --reps 2 $(BENCH_ARGS)
+
+$(KERAS_VENV)/.installed:
+	@test -x $(KERAS_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/pip install --quiet --disable-pip-version-check "tensorflow-cpu>=2.16"
+	@touch $@
+
+bench-keras: $(STAMP) $(KERAS_VENV)/.installed ## cnnlab against the seed's Keras net_1 (in .venv-keras), quiet and beside 1 busy process
+	$(PY) src/bench.py --keras $(KERAS_VENV)/bin/python --optimizer adam --reps 2 --load 1 $(BENCH_ARGS)
 
 gpu-check: $(STAMP) ## the GPU path on a real GPU: gpu tests, bench rows, the sweep (no CUDA: refuses)
 	$(PY) src/gpu_check.py --fashion-mnist /usr/share/datasets/fashion-mnist $(BENCH_ARGS)

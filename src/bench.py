@@ -12,12 +12,26 @@ from pathlib import Path
 import hydra
 import torch
 
+from cnnlab.bench.keras_comparison import (
+    format_keras_table,
+    run_keras_benchmark,
+    write_keras_markdown,
+)
 from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings
-from cnnlab.bench.runner import run_benchmark
+from cnnlab.bench.runner import machine, run_benchmark
 from cnnlab.bench.sweep import format_sweep_table, run_sweep_benchmark
 from cnnlab.bench.tables import format_table, write_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_json(result: dict, out: Path | None, kind: str) -> None:
+    """The result under outputs/bench/ (or `out`), named by its kind and time."""
+    stamp = f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out = out or ROOT / "outputs" / "bench" / f"{kind}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"JSON: {out}")
 
 
 def main() -> None:
@@ -43,6 +57,12 @@ def main() -> None:
         default=Settings.accuracy_seeds,
         help="seeds of the accuracy check (paired differences; 8 by default)",
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        help="N busy processes beside the benchmark while it measures (a machine not idle)",
+    )
     parser.add_argument("--tiny", action="store_true", help="a few steps: checks the machinery")
     parser.add_argument(
         "--sweep",
@@ -55,6 +75,13 @@ def main() -> None:
         help="what each job of the timed sweep trains (space-separated overrides)",
     )
     parser.add_argument(
+        "--keras",
+        type=Path,
+        default=None,
+        metavar="PYTHON",
+        help="compare with the seed's Keras net_1, run by this Python (make bench-keras)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"
     )
     parser.add_argument(
@@ -64,6 +91,24 @@ def main() -> None:
         help="folder of the Markdown tables (default: docs/benchmarks/; none with --tiny)",
     )
     args = parser.parse_args()
+    if args.keras:
+        settings = Settings(optimizer=args.optimizer, reps=args.reps, load=args.load)
+        for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore")
+        with hydra.initialize(config_path="../conf", version_base="1.3"):
+            result = run_keras_benchmark(args.keras, settings)
+        result["machine"] = machine()
+        cpu = f"{result['machine']['cpu']} ({', '.join(result['machine']['cpu_flags'])})"
+        print(format_keras_table(result, cpu))
+        _write_json(result, args.out, "keras")
+        command = shlex.join(["python", "src/bench.py", *sys.argv[1:]])
+        when = f"{datetime.now():%Y-%m-%d %H:%M}"
+        page = write_keras_markdown(
+            result, args.docs or ROOT / "docs" / "benchmarks", command, when
+        )
+        print(f"Markdown: {page}")
+        return
     if args.sweep:
         result = run_sweep_benchmark(
             ROOT / "src" / "train.py",
@@ -72,13 +117,7 @@ def main() -> None:
             single_job=torch.cuda.is_available(),
         )
         print(format_sweep_table(result))
-        out = (
-            args.out
-            or ROOT / "outputs" / "bench" / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"JSON: {out}")
+        _write_json(result, args.out, "sweep")
         return
 
     rows = DEFAULT_ROWS
@@ -101,6 +140,7 @@ def main() -> None:
         tiny=args.tiny,
         accuracy_check=args.accuracy_check,
         accuracy_seeds=args.accuracy_seeds,
+        load=args.load,
     )
     for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -377,3 +377,125 @@ def test_compiled_net_trains_the_same_maths(
 ) -> None:
     losses = _losses_with(compose_cfg, synthetic_data_dir, "model.compile_net", steps=4)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
+
+
+# -- a machine that is not idle ---------------------------------------------------------------
+
+
+def test_busy_processes_run_while_inside_and_are_gone_after() -> None:
+    from cnnlab.bench.load import busy_processes
+
+    with busy_processes(2) as pids:
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, 0)  # alive
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_auto_threads_leave_out_a_core_another_process_keeps_busy() -> None:
+    from cnnlab.bench.load import busy_processes
+    from cnnlab.speed.threads import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with busy_processes(1):
+            assert set_torch_threads("auto") == 1 == torch.get_num_threads()
+        # The next run of this process (a sweep's next job) starts again from torch's count,
+        # not from what the load left; a fixed count is taken as it is.
+        assert set_torch_threads(3) == 3 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_threads_cap_at_the_idle_cores_and_restore_once_they_are_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cnnlab.speed import threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        monkeypatch.setattr(threads, "free_cores", lambda cores: 1.4)
+        assert threads.set_torch_threads("auto") == 1
+        monkeypatch.setattr(threads, "free_cores", lambda cores: 3.6)
+        assert threads.set_torch_threads("auto") == 4  # back to torch's own count
+        monkeypatch.setattr(threads, "free_cores", lambda cores: None)  # no /proc/stat
+        assert threads.set_torch_threads("auto") == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "true"])
+def test_a_torch_threads_value_that_is_neither_auto_nor_a_count_is_refused(
+    compose_cfg: Callable[..., DictConfig], value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnnlab.errors import ConfigError
+    from cnnlab.training.checks import validate_train_config
+
+    monkeypatch.delenv("CNNLAB_TORCH_THREADS")
+    assert compose_cfg().torch_threads == "auto"
+    monkeypatch.setenv("CNNLAB_TORCH_THREADS", "3")  # a count for every run, as tests set it
+    assert compose_cfg().torch_threads == 3
+    with pytest.raises(ConfigError, match=r"^torch_threads=.* is invalid: use auto \(torch"):
+        validate_train_config(compose_cfg([f"torch_threads={value}"]))
+
+
+def test_a_benchmark_under_load_says_so_and_gets_its_own_page(tmp_path: Path) -> None:
+    from cnnlab.bench.tables import format_table, write_markdown
+
+    machine = {"cpu": "Some CPU", "cpu_flags": ["AVX-512"], "torch": "2", "threads": 1}
+    report = {"machine": {**machine, "gpu": None}, "rows": [], "accuracy_check": None}
+    report["settings"] = {"precision": "32-true", "channels_last": False, "optimizer": "adam"}
+    quiet = write_markdown({**report, "settings": {**report["settings"], "load": 0}}, tmp_path,
+                           "python src/bench.py", "now")  # fmt: skip
+    loaded = {**report, "settings": {**report["settings"], "load": 1}}
+    page = write_markdown(loaded, tmp_path, "python src/bench.py --load 1", "now")
+    assert (quiet.name, page.name) == (
+        "some-cpu-avx-512_32-true.md",
+        "some-cpu-avx-512_32-true_load1.md",
+    )
+    assert "1 busy process(es) beside it (--load 1)" in page.read_text()
+    assert "machine quiet" in quiet.read_text() and "machine quiet" in format_table(
+        report | {"settings": {"load": 0}}
+    )
+
+
+# -- the seed's Keras as a contender -----------------------------------------------------------
+
+
+def test_keras_and_cnnlab_train_on_exactly_the_same_images(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnnlab.bench.keras_comparison import _write_workload
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(1200, 28, 28), dtype=np.uint8)
+    labels = (np.arange(1200) % 10).astype(np.uint8)
+    folder = _write_workload(tmp_path, images, labels, train=900)
+    dm = MNISTDataModule(data_dir=folder, val_split="last", val_fraction=0.1)
+    dm.setup()
+    keras_arrays = np.load(folder / "keras.npz")
+    cnnlab_images, cnnlab_labels = dm.splits["train"]
+    assert np.array_equal(cnnlab_images[:, 0].numpy(), keras_arrays["images"])
+    assert np.array_equal(cnnlab_labels.numpy(), keras_arrays["labels"])
+    assert len(keras_arrays["labels"]) == 900
+
+
+def test_keras_table_gives_the_ratio_and_the_share_kept_under_load() -> None:
+    from cnnlab.bench.keras_comparison import format_keras_table
+
+    medians = {"full training split": {"keras": 600.0, "cnnlab": 1200.0},
+               "cache-resident subset": {"keras": 1300.0, "cnnlab": 1300.0}}  # fmt: skip
+    loaded = {"full training split": {"keras": 300.0, "cnnlab": 720.0},
+              "cache-resident subset": {"keras": 650.0, "cnnlab": 650.0}}  # fmt: skip
+    result = {
+        "settings": {"optimizer": "adam", "reps": 2, "load": 1},
+        "torch_threads": {"quiet": 2, "load 1": 1},
+        "median_images_per_s": {"quiet": medians, "load 1": loaded},
+    }
+    table = format_keras_table(result, "Some CPU")
+    assert "full training split" in table and "2.00" in table
+    assert "under load 1, full training split: Keras 0.50, cnnlab 0.60" in table

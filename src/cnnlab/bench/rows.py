@@ -45,6 +45,7 @@ class Settings:
     # moves by about a point, so the verdict needs the mean of several (docs/speed.md).
     accuracy_seeds: int = 8
     extra_overrides: list[str] = field(default_factory=list)
+    load: int = 0  # busy processes beside the benchmark while it measures (`--load N`)
 
 
 def prepare_data(root: Path, tiny: bool) -> dict[str, Any]:

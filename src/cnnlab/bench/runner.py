@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from cnnlab.bench.accuracy import accuracy_check
 from cnnlab.bench.contenders import bare_run, minimal_lightning_run, pipeline_run
+from cnnlab.bench.load import busy_processes
 from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings, compose_run, prepare_data
 from cnnlab.bench.timing import best, median, median_phases, peak_rss_mb, reset_peak_rss
 from cnnlab.data.datamodule import ImageDataModule
@@ -186,11 +187,13 @@ def run_benchmark(
         work = Path(tmp)
         data_dir = settings.data_dir or work / "data"
         data = prepare_data(data_dir, settings.tiny)
-        results = [
-            bench_row(row, settings, data, data_dir, work / f"row{i}") for i, row in enumerate(rows)
-        ]
-        if settings.accuracy_check and data["mnist"]["option"] == "fashion_mnist":
-            accuracy = accuracy_check(settings, data_dir, work / "accuracy")
+        with busy_processes(settings.load):
+            results = [
+                bench_row(row, settings, data, data_dir, work / f"row{i}")
+                for i, row in enumerate(rows)
+            ]
+            if settings.accuracy_check and data["mnist"]["option"] == "fashion_mnist":
+                accuracy = accuracy_check(settings, data_dir, work / "accuracy")
     report = {
         "machine": machine(),
         "settings": {**asdict(settings), "data_dir": None},
