@@ -191,8 +191,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         figures = write_run_files(output_dir, summary, run_results.matrices)
         log_figures(loggers, figures, summary["time"], int(summary["steps"]))
     summary["status"] = "completed"
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # other ranks' loggers write nothing (Lightning's dummies)
         write_json(metrics_path, summary)
-    log_hparams(loggers, cfg, run_info["choices"], summary, swept_in_this_sweep())
+        log_hparams(loggers, cfg, run_info["choices"], summary, swept_in_this_sweep())
     log.info("Run folder: %s", output_dir)
     return summary
