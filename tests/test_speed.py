@@ -398,11 +398,14 @@ def test_auto_threads_leave_out_a_core_another_process_keeps_busy() -> None:
     from cnnlab.bench.load import busy_processes
     from cnnlab.speed.threads import set_torch_threads
 
-    before = torch.get_num_threads()
+    before, cores = torch.get_num_threads(), os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one CPU: there is no core to leave out")
     try:
-        torch.set_num_threads(2)
+        torch.set_num_threads(cores)
         with busy_processes(1):
-            assert set_torch_threads("auto") == 1 == torch.get_num_threads()
+            assert set_torch_threads("auto") <= cores - 1
+            assert torch.get_num_threads() <= cores - 1
         # The next run of this process (a sweep's next job) starts again from torch's count,
         # not from what the load left; a fixed count is taken as it is.
         assert set_torch_threads(3) == 3 == torch.get_num_threads()
@@ -418,11 +421,11 @@ def test_auto_threads_cap_at_the_idle_cores_and_restore_once_they_are_free(
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        monkeypatch.setattr(threads, "free_cores", lambda cores: 1.4)
+        monkeypatch.setattr(threads, "free_cores", lambda: 1.4)
         assert threads.set_torch_threads("auto") == 1
-        monkeypatch.setattr(threads, "free_cores", lambda cores: 3.6)
+        monkeypatch.setattr(threads, "free_cores", lambda: 3.6)
         assert threads.set_torch_threads("auto") == 4  # back to torch's own count
-        monkeypatch.setattr(threads, "free_cores", lambda cores: None)  # no /proc/stat
+        monkeypatch.setattr(threads, "free_cores", lambda: None)  # no /proc/stat
         assert threads.set_torch_threads("auto") == 4
     finally:
         torch.set_num_threads(before)

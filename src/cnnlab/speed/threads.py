@@ -19,24 +19,27 @@ _STAT = Path("/proc/stat")
 _chosen: tuple[int, int] | None = None
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(idle, total) jiffies of all CPUs since boot; None where /proc/stat is absent."""
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(CPUs, idle jiffies, all jiffies) of the machine since boot; None without /proc/stat."""
     try:
-        fields = _STAT.read_text().split("\n", 1)[0].split()[1:]
+        lines = _STAT.read_text().splitlines()
     except OSError:
         return None
-    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-    return ticks[3] + ticks[4], sum(ticks)
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    ticks = [
+        int(v) for v in lines[0].split()[1:9]
+    ]  # user nice system idle iowait irq softirq steal
+    return cpus, ticks[3] + ticks[4], sum(ticks)
 
 
-def free_cores(cores: int, interval_s: float = 0.1) -> float | None:
-    """How many of `cores` were idle over `interval_s` (None: cannot tell on this system)."""
+def free_cores(interval_s: float = 0.1) -> float | None:
+    """How many of the machine's CPUs were idle over `interval_s` (None: cannot tell here)."""
     first = _cpu_ticks()
     time.sleep(interval_s)
     second = _cpu_ticks()
-    if first is None or second is None or second[1] <= first[1]:
+    if first is None or second is None or second[2] <= first[2]:
         return None
-    return cores * (second[0] - first[0]) / (second[1] - first[1])
+    return second[0] * (second[1] - first[1]) / (second[2] - first[2])
 
 
 def set_torch_threads(setting: int | str) -> int:
@@ -49,7 +52,7 @@ def set_torch_threads(setting: int | str) -> int:
     current = torch.get_num_threads()
     ceiling = _chosen[0] if _chosen and current == _chosen[1] else current
     threads = ceiling
-    if ceiling > 1 and (free := free_cores(ceiling)) is not None:
+    if ceiling > 1 and (free := free_cores()) is not None:
         threads = max(1, min(ceiling, int(free + 0.5)))
     if threads != current:
         torch.set_num_threads(threads)
