@@ -34,6 +34,13 @@ def _write_json(result: dict, out: Path | None, kind: str) -> None:
     print(f"JSON: {out}")
 
 
+def _quiet_libraries() -> None:
+    """Only the benchmark's own tables on the terminal, not each run's log lines."""
+    for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--precision", default="32-true", help="trainer.precision, e.g. bf16-mixed")
@@ -93,9 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.keras:
         settings = Settings(optimizer=args.optimizer, reps=args.reps, load=args.load)
-        for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore")
+        _quiet_libraries()
         with hydra.initialize(config_path="../conf", version_base="1.3"):
             result = run_keras_benchmark(args.keras, settings)
         result["machine"] = machine()
@@ -142,9 +147,7 @@ def main() -> None:
         accuracy_seeds=args.accuracy_seeds,
         load=args.load,
     )
-    for name in ("pytorch_lightning", "lightning_fabric", "cnnlab"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
+    _quiet_libraries()
     with hydra.initialize(config_path="../conf", version_base="1.3"):
         report = run_benchmark(rows, settings, out)
     print(format_table(report))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -91,7 +92,4 @@ def pass_stop_signals_to_workers(sweep_dir: Path) -> Iterator[SweepStop]:
         with stop_signals_handled_by(on_signal):
             yield stop
     finally:
-        for pid in _workers(sweep_dir):
-            (sweep_dir / WORKERS_DIR / str(pid)).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            (sweep_dir / WORKERS_DIR).rmdir()
+        shutil.rmtree(sweep_dir / WORKERS_DIR, ignore_errors=True)
