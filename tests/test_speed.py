@@ -331,6 +331,15 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert "min.PL" in result.stdout and "optimizer" in result.stdout  # the phase table
     assert "PL loop" in result.stdout and "cap" in result.stdout
     assert "net_1" in result.stdout and "ratio" in result.stdout
+    # The code probe ran (CPU) and every row's verdict by code comes from it.
+    probe = report["code_probe"]
+    assert probe["row"]["net"] == "mlp" and probe["row"]["steps"] == 3  # --tiny: 3 steps
+    assert probe["pipeline_code_ms"] == pytest.approx(
+        probe["step_ms"]["pipeline"] - probe["step_ms"]["minimal"]
+    )
+    assert "pipeline adds" in text and "| pipeline / min. Lightning by code |" in text
+    for row in report["rows"]:
+        assert 0 < row["per_step"]["pipeline_vs_minimal_by_code"] < 2
 
 
 def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed_in_both_layouts(
@@ -444,6 +453,22 @@ def test_a_torch_threads_value_that_is_neither_auto_nor_a_count_is_refused(
     assert compose_cfg().torch_threads == 3
     with pytest.raises(ConfigError, match=r"^torch_threads=.* is invalid: use auto \(torch"):
         validate_train_config(compose_cfg([f"torch_threads={value}"]))
+
+
+def test_each_rows_verdict_by_code_adds_the_probes_code_cost_to_its_minimal_step() -> None:
+    from cnnlab.bench.runner import add_code_verdicts
+
+    rows = [
+        {"per_step": {"pipeline_ratio": 1.0}, "step_ms_median": {"minimal": {"step": 10.0}}},
+        {"per_step": {"pipeline_ratio": 1.0}, "step_ms_median": {"minimal": {"step": 1.0}}},
+        {"per_step": None, "step_ms_median": {}},  # a GPU row: no phases, no verdict
+    ]
+    add_code_verdicts(rows, {"pipeline_code_ms": 0.1})
+    assert rows[0]["per_step"]["pipeline_vs_minimal_by_code"] == pytest.approx(10 / 10.1)
+    assert rows[1]["per_step"]["pipeline_vs_minimal_by_code"] == pytest.approx(1 / 1.1)
+    assert rows[2]["per_step"] is None
+    add_code_verdicts(rows[:1], {"pipeline_code_ms": -0.2})  # cnnlab's trims win: above 1
+    assert rows[0]["per_step"]["pipeline_vs_minimal_by_code"] == pytest.approx(10 / 9.8)
 
 
 def test_a_benchmark_under_load_says_so_and_gets_its_own_page(tmp_path: Path) -> None:

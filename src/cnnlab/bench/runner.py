@@ -18,7 +18,7 @@ import json
 import platform
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,46 @@ def per_step_verdict(step_ms: dict[str, dict[str, float]]) -> dict[str, float] |
         "lightning_loop_ms": loop_ms,
         "lightning_ratio_cap": bare["step"] / (bare["step"] + loop_ms),
     }
+
+
+# cnnlab's own code per step, measured where it is most of the step: a two-layer MLP at batch
+# 32 runs sub-millisecond kernels, so its pipeline step minus its minimal Lightning step is
+# what cnnlab's code adds, well above this noise. The real rows' steps are 10-100x longer,
+# and run-to-run noise of several per cent hides the same few hundredths of a millisecond.
+CODE_PROBE = Row("mlp", "mnist", 32, 1500)
+CODE_PROBE_REPS = 5
+
+
+def code_probe(
+    settings: Settings, data: dict[str, Any], data_dir: Path, work: Path
+) -> dict[str, Any] | None:
+    """The pipeline's and Lightning's code per step (CPU only: phases need no syncs there)."""
+    reps = settings.reps if settings.tiny else max(settings.reps, CODE_PROBE_REPS)
+    probe = bench_row(CODE_PROBE, replace(settings, reps=reps), data, data_dir, work)
+    if not probe["per_step"]:
+        return None
+    ms = {name: probe["step_ms_median"][name]["step"] for name in ("bare", "minimal", "pipeline")}
+    return {
+        "row": {key: probe[key] for key in ("net", "data", "batch_size", "steps")},
+        "reps": reps,
+        "step_ms": ms,
+        # What a step of cnnlab's pipeline costs beyond the minimal LightningModule's.
+        "pipeline_code_ms": ms["pipeline"] - ms["minimal"],
+        "lightning_loop_ms": probe["per_step"]["lightning_loop_ms"],
+    }
+
+
+def add_code_verdicts(rows: list[dict[str, Any]], probe: dict[str, Any] | None) -> None:
+    """Each row's pipeline / minimal Lightning as its kernels plus the probe's code cost:
+    the minimal run's median step against the same step with cnnlab's code added."""
+    if probe is None:
+        return
+    for row in rows:
+        if row.get("per_step"):
+            minimal = row["step_ms_median"]["minimal"]["step"]
+            row["per_step"]["pipeline_vs_minimal_by_code"] = minimal / (
+                minimal + probe["pipeline_code_ms"]
+            )
 
 
 def bench_row(
@@ -188,16 +228,21 @@ def run_benchmark(
         data_dir = settings.data_dir or work / "data"
         data = prepare_data(data_dir, settings.tiny)
         with busy_processes(settings.load):
+            probe = None
+            if _device(settings.accelerator).type == "cpu":
+                probe = code_probe(settings, data, data_dir, work / "probe")
             results = [
                 bench_row(row, settings, data, data_dir, work / f"row{i}")
                 for i, row in enumerate(rows)
             ]
+            add_code_verdicts(results, probe)
             if settings.accuracy_check and data["mnist"]["option"] == "fashion_mnist":
                 accuracy = accuracy_check(settings, data_dir, work / "accuracy")
     report = {
         "machine": machine(),
         "settings": {**asdict(settings), "data_dir": None},
         "rows": results,
+        "code_probe": probe,
         "accuracy_check": accuracy,
     }
     if out is not None:

@@ -42,7 +42,7 @@ def format_table(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"  {'net':6} {'data':8} {'loop':8} {'forward':>8} {'backward':>9} {'optimizer':>10} "
-            f"{'rest':>7} {'step':>8} {'ratio':>6} {'PL loop':>8} {'cap':>6}"
+            f"{'rest':>7} {'step':>8} {'ratio':>6} {'PL loop':>8} {'cap':>6} {'by code':>8}"
         )
     for r in phased:
         verdict = r["per_step"]
@@ -58,7 +58,14 @@ def format_table(report: dict[str, Any]) -> str:
                     f" {verdict['pipeline_ratio']:>6.3f} {verdict['lightning_loop_ms']:>8.2f} "
                     f"{verdict['lightning_ratio_cap']:>6.3f}"
                 )
+                if "pipeline_vs_minimal_by_code" in verdict:
+                    line += f" {verdict['pipeline_vs_minimal_by_code']:>8.3f}"
             lines.append(line)
+    if report.get("code_probe"):
+        lines.append(
+            "by code = min.PL step / (min.PL step + cnnlab's code per step), measured on "
+            + _probe(report)
+        )
     check = report.get("accuracy_check")
     if check:
         fp32, fast = check["fp32"], check["fast"]
@@ -83,6 +90,18 @@ def format_table(report: dict[str, Any]) -> str:
                 f"(per seed {per_seed})"
             )
     return "\n".join(lines)
+
+
+def _probe(report: dict[str, Any]) -> str:
+    probe = report["code_probe"]
+    ms, row, reps = probe["step_ms"], probe["row"], probe["reps"]
+    return (
+        f"an {row['net'].upper()} at batch {row['batch_size']} whose kernels take a fraction of "
+        f"a millisecond ({row['steps']} steps, median of {reps} run{'s' * (reps != 1)}): "
+        f"bare {ms['bare']:.3f} ms, minimal Lightning {ms['minimal']:.3f} ms, pipeline "
+        f"{ms['pipeline']:.3f} ms, so the pipeline adds {probe['pipeline_code_ms']:+.3f} ms "
+        "to Lightning's minimal step"
+    )
 
 
 # -- Markdown, for docs/benchmarks/ ------------------------------------------------------------
@@ -147,11 +166,17 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
             "",
             "Median milliseconds per training step, bare loop / minimal Lightning (the "
             "pipeline's whole step in parentheses). Lightning loop = the minimal run's `rest` "
-            "minus the bare loop's; cap = bare step / (bare step + Lightning loop).",
+            "minus the bare loop's; cap = bare step / (bare step + Lightning loop)"
+            + (
+                "; pipeline / min. Lightning by code = the minimal run's step / (that step + "
+                f"cnnlab's code per step), measured on {_probe(report)}."
+                if report.get("code_probe")
+                else "."
+            ),
             "",
             "| net | data | precision | forward | backward | optimizer | rest "
-            "| step (pipeline) | Lightning loop | cap |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| step (pipeline) | Lightning loop | cap | pipeline / min. Lightning by code |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in phased:
             ms, verdict = r["step_ms_median"], r["per_step"]
@@ -163,7 +188,8 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
                 f"| {r['net']} | {r['data']} | {_precision(r)} | {' | '.join(pair)} "
                 f"| {ms['bare']['step']:.2f} / {ms['minimal']['step']:.2f} "
                 f"({ms['pipeline']['step']:.2f}) | {verdict['lightning_loop_ms']:.2f} ms "
-                f"| {verdict['lightning_ratio_cap']:.3f} |"
+                f"| {verdict['lightning_ratio_cap']:.3f} "
+                f"| {verdict.get('pipeline_vs_minimal_by_code', float('nan')):.3f} |"
             )
     check = report.get("accuracy_check")
     if check:
