@@ -512,18 +512,29 @@ def test_keras_and_cnnlab_train_on_exactly_the_same_images(tmp_path: Path) -> No
     assert len(keras_arrays["labels"]) == 900
 
 
-def test_keras_table_gives_the_ratio_and_the_share_kept_under_load() -> None:
-    from cnnlab.bench.keras_comparison import format_keras_table
+def test_keras_table_gives_the_ratios_to_keras_and_the_share_kept_under_load() -> None:
+    from cnnlab.bench.keras_comparison import format_keras_table, keras_markdown
 
-    medians = {"full training split": {"keras": 600.0, "cnnlab": 1200.0},
-               "cache-resident subset": {"keras": 1300.0, "cnnlab": 1300.0}}  # fmt: skip
-    loaded = {"full training split": {"keras": 300.0, "cnnlab": 720.0},
-              "cache-resident subset": {"keras": 650.0, "cnnlab": 650.0}}  # fmt: skip
+    def speeds(keras: float, cnnlab: float, bare: float) -> dict[str, float]:
+        return {"keras": keras, "cnnlab": cnnlab, "bare": bare}
+
+    full, subset = "full training split", "cache-resident subset"
+    medians = {full: speeds(600, 1200, 1500), subset: speeds(1300, 1300, 1430)}
+    loaded = {full: speeds(300, 720, 600), subset: speeds(650, 650, 715)}
     result = {
         "settings": {"optimizer": "adam", "reps": 2, "load": 1},
         "torch_threads": {"quiet": 2, "load 1": 1},
         "median_images_per_s": {"quiet": medians, "load 1": loaded},
+        "machine": {"cpu": "Some CPU", "cpu_flags": [], "torch": "2"},
+        "tensorflow": "2.21.0",
     }
     table = format_keras_table(result, "Some CPU")
-    assert "full training split" in table and "2.00" in table
-    assert "under load 1, full training split: Keras 0.50, cnnlab 0.60" in table
+    full_quiet = next(
+        line for line in table.splitlines() if line.startswith("quiet  ") and "full" in line
+    )
+    assert full_quiet.split()[-3:] == ["2.00", "2.50", "2"]  # cnnlab/Keras, bare/Keras, threads
+    assert "under load 1, full training split: Keras 0.50, cnnlab 0.60, bare loop 0.40" in table
+    page = keras_markdown(result, "python src/bench.py --keras k", "now")
+    assert (
+        "| quiet | cache-resident subset | 9,600 | 1300 | 1300 | 1430 | 1.00 | 1.10 | 2 |" in page
+    )

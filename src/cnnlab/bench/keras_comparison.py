@@ -6,6 +6,8 @@ batches) that stays in cache, where Keras is at its best. Both get exactly the s
 they are written once as IDX files that cnnlab reads (`data=mnist`, `data.val_split=last`)
 and as arrays that the Keras contender (`keras_seed.py`, in `.venv-keras`) reads. Each
 measurement is one steady-state epoch of training after a warm-up; the contenders alternate.
+The bare PyTorch loop (`contenders.BareLoop`) on the same data is the ceiling: what any
+Lightning pipeline could reach with torch's kernels on this CPU.
 With `load`, the same rounds run again beside that many busy processes, and the table says
 what share of its quiet speed each contender keeps.
 """
@@ -22,8 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from cnnlab.bench.contenders import pipeline_run
+from cnnlab.bench.contenders import BareLoop, pipeline_run
 from cnnlab.bench.load import busy_processes
 from cnnlab.bench.rows import Row, Settings, compose_run
 from cnnlab.bench.tables import cpu_kind, write_page
@@ -34,6 +38,7 @@ from cnnlab.speed.runtime import apply_runtime_settings
 KERAS_SCRIPT = Path(__file__).with_name("keras_seed.py")
 SEED_TRAIN_IMAGES = 54_000  # 60,000 less Keras' validation_split=0.1 (the last 6,000)
 WORKLOADS = {"full training split": SEED_TRAIN_IMAGES, "cache-resident subset": 9_600}
+CONTENDERS = ("keras", "cnnlab", "bare")
 
 
 def _write_workload(root: Path, images: np.ndarray, labels: np.ndarray, train: int) -> Path:
@@ -68,32 +73,36 @@ def _rounds(
     device = torch.device("cpu")
     counter = iter(range(10_000))
 
+    def config(folder: Path, steps: int | None) -> DictConfig:
+        row = Row("net_1", "mnist", 32, steps)
+        return compose_run(row, settings, "mnist", folder, work / f"run{next(counter)}", False)
+
     def cnnlab_epoch(folder: Path, steps: int | None) -> dict[str, Any]:
-        cfg = compose_run(
-            Row("net_1", "mnist", 32, steps),
-            settings,
-            "mnist",
-            folder,
-            work / f"run{next(counter)}",
-            test=False,
-        )
-        return pipeline_run(cfg, device)
+        return pipeline_run(config(folder, steps), device)
+
+    def bare_epoch(folder: Path) -> float:
+        cfg = config(folder, None)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup()
+        seconds, _ = BareLoop(cfg, datamodule, device).train_epoch()
+        return len(datamodule.splits["train"][1]) / seconds
 
     speeds: dict[str, dict[str, list[float]]] = {}
     tensorflow = "?"
     for name, folder in folders.items():
         cnnlab_epoch(folder, 50)  # warm-up: one-off costs (allocator, oneDNN kernels)
-        speeds[name] = {"keras": [], "cnnlab": []}
+        speeds[name] = {contender: [] for contender in CONTENDERS}
         for rep in range(settings.reps):
-            order = ["keras", "cnnlab"] if rep % 2 == 0 else ["cnnlab", "keras"]
-            for contender in order:
+            for contender in CONTENDERS if rep % 2 == 0 else CONTENDERS[::-1]:
                 if contender == "keras":
                     result = _keras_epoch(keras_python, folder / "keras.npz", settings.optimizer)
                     speeds[name]["keras"].append(result["train_images_per_s"])
                     tensorflow = result["tensorflow"]
-                else:
+                elif contender == "cnnlab":
                     result = cnnlab_epoch(folder, None)
                     speeds[name]["cnnlab"].append(result["images"] / result["train_s"])
+                else:
+                    speeds[name]["bare"].append(bare_epoch(folder))
     return speeds, tensorflow
 
 
@@ -134,7 +143,7 @@ def run_keras_benchmark(keras_python: Path, settings: Settings) -> dict[str, Any
         "measured": measured,
         "median_images_per_s": {
             condition: {
-                name: {c: statistics.median(v[c]) for c in ("keras", "cnnlab")}
+                name: {c: statistics.median(v[c]) for c in CONTENDERS}
                 for name, v in by_workload.items()
             }
             for condition, by_workload in measured.items()
@@ -142,25 +151,30 @@ def run_keras_benchmark(keras_python: Path, settings: Settings) -> dict[str, Any
     }
 
 
-def _table(result: dict[str, Any]) -> list[tuple[str, str, int, float, float, int]]:
-    """(condition, workload, images, Keras img/s, cnnlab img/s, torch threads) per line."""
+def _table(result: dict[str, Any]) -> list[tuple[str, str, int, float, float, float, int]]:
+    """(condition, workload, images, Keras, cnnlab and bare loop img/s, torch threads)."""
     return [
-        (condition, name, WORKLOADS[name], speeds["keras"], speeds["cnnlab"],
+        (condition, name, WORKLOADS[name], speeds["keras"], speeds["cnnlab"], speeds["bare"],
          result["torch_threads"][condition])
         for condition, by_workload in result["median_images_per_s"].items()
         for name, speeds in by_workload.items()
     ]  # fmt: skip
 
 
-def _shares(result: dict[str, Any]) -> list[tuple[str, str, float, float]]:
-    """(condition, workload, Keras' share of its quiet speed, cnnlab's) under each load."""
+def _shares(result: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(condition, workload, each contender's share of its quiet speed) under each load."""
     medians = result["median_images_per_s"]
     return [
-        (condition, name, medians[condition][name]["keras"] / medians["quiet"][name]["keras"],
-         medians[condition][name]["cnnlab"] / medians["quiet"][name]["cnnlab"])
+        (condition, name, {c: medians[condition][name][c] / medians["quiet"][name][c]
+                           for c in CONTENDERS})
         for condition in medians if condition != "quiet"
         for name in WORKLOADS
     ]  # fmt: skip
+
+
+def _kept(shares: dict[str, float]) -> str:
+    names = {"keras": "Keras", "cnnlab": "cnnlab", "bare": "bare loop"}
+    return ", ".join(f"{names[c]} {shares[c]:.2f}" for c in CONTENDERS)
 
 
 def format_keras_table(result: dict[str, Any], cpu: str) -> str:
@@ -168,18 +182,15 @@ def format_keras_table(result: dict[str, Any], cpu: str) -> str:
         f"net_1, real Fashion-MNIST, batch 32, {result['settings']['optimizer']}; {cpu}; "
         f"median of {result['settings']['reps']} alternating epochs, training images/s",
         f"{'condition':12} {'workload':24} {'images':>7} {'Keras':>8} {'cnnlab':>8} "
-        f"{'cnnlab/Keras':>13} {'torch threads':>14}",
+        f"{'bare':>8} {'cnnlab/Keras':>13} {'bare/Keras':>11} {'torch threads':>14}",
     ]
-    for condition, name, images, keras, cnnlab, threads in _table(result):
+    for condition, name, images, keras, cnnlab, bare, threads in _table(result):
         lines.append(
-            f"{condition:12} {name:24} {images:>7} {keras:>8.0f} {cnnlab:>8.0f} "
-            f"{cnnlab / keras:>13.2f} {threads:>14}"
+            f"{condition:12} {name:24} {images:>7} {keras:>8.0f} {cnnlab:>8.0f} {bare:>8.0f} "
+            f"{cnnlab / keras:>13.2f} {bare / keras:>11.2f} {threads:>14}"
         )
-    for condition, name, keras_share, cnnlab_share in _shares(result):
-        lines.append(
-            f"share of its quiet speed kept under {condition}, {name}: "
-            f"Keras {keras_share:.2f}, cnnlab {cnnlab_share:.2f}"
-        )
+    for condition, name, shares in _shares(result):
+        lines.append(f"share of its quiet speed kept under {condition}, {name}: {_kept(shares)}")
     return "\n".join(lines)
 
 
@@ -197,23 +208,25 @@ def keras_markdown(result: dict[str, Any], command: str, when: str) -> str:
         "command again.",
         "",
         "Training images per second (Keras: `model.fit` on the arrays, no validation; cnnlab: "
-        "the default pipeline's training time, validation excluded).",
+        "the default pipeline's training time, validation excluded; bare loop: an idiomatic "
+        "PyTorch loop over the same tensors, the ceiling of any pipeline on torch's kernels).",
         "",
-        "| condition | workload | images | Keras | cnnlab | cnnlab / Keras | torch threads |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| condition | workload | images | Keras | cnnlab | bare loop | cnnlab / Keras "
+        "| bare loop / Keras | torch threads |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for condition, name, images, keras, cnnlab, threads in _table(result):
+    for condition, name, images, keras, cnnlab, bare, threads in _table(result):
         lines.append(
-            f"| {condition} | {name} | {images:,} | {keras:.0f} | {cnnlab:.0f} "
-            f"| {cnnlab / keras:.2f} | {threads} |"
+            f"| {condition} | {name} | {images:,} | {keras:.0f} | {cnnlab:.0f} | {bare:.0f} "
+            f"| {cnnlab / keras:.2f} | {bare / keras:.2f} | {threads} |"
         )
     shares = _shares(result)
     if shares:
         lines.append("")
-    for condition, name, keras_share, cnnlab_share in shares:
+    for condition, name, kept in shares:
         lines.append(
             f"- Share of its quiet speed kept under {condition} (busy processes), {name}: "
-            f"Keras {keras_share:.2f}, cnnlab {cnnlab_share:.2f}."
+            f"{_kept(kept)}."
         )
     return "\n".join(lines) + "\n"
 
