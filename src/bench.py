@@ -44,7 +44,14 @@ def _quiet_libraries() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--precision", default="32-true", help="trainer.precision, e.g. bf16-mixed")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC layout for both")
+    parser.add_argument(
+        "--channels-last",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="model.channels_last for every contender (alone: true; default: auto, as a run)",
+    )
     parser.add_argument("--optimizer", default="adadelta", help="an option of conf/optimizer/")
     parser.add_argument("--reps", type=int, default=5, help="measured epochs per contender")
     parser.add_argument(
@@ -138,7 +145,7 @@ def main() -> None:
     )
     settings = Settings(
         precision=args.precision,
-        channels_last=args.channels_last,
+        channels_last={"auto": "auto", "true": True, "false": False}[args.channels_last],
         optimizer=args.optimizer,
         reps=args.reps,
         accelerator=args.accelerator,

@@ -23,11 +23,13 @@ from cnnlab.bench.contenders import BareLoop
 from cnnlab.bench.rows import Settings
 from cnnlab.bench.timing import StepPhases
 from cnnlab.data import MNISTDataModule
+from cnnlab.errors import ConfigError
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.speed import runtime
 from cnnlab.speed.cpu_memory import keep_freed_memory, release_freed_memory
 from cnnlab.speed.lightning_trims import NoProfiler
 from cnnlab.speed.runtime import apply_runtime_settings, skip_unavailable_nvml_check
+from cnnlab.training.checks import validate_train_config
 from cnnlab.training.run import train
 from conftest import CONF_DIR, only, run_cli
 
@@ -92,6 +94,43 @@ def test_channels_last_trains_the_same_maths(
 ) -> None:
     losses = _losses_with(compose_cfg, synthetic_data_dir, "model.channels_last", steps=6)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_auto_is_nhwc_on_avx512_cpus_and_nchw_on_gpus(
+    monkeypatch: pytest.MonkeyPatch, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    from cnnlab.speed import layout
+
+    assert compose_cfg().model.channels_last == "auto"  # the default of net_1 and net_2
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for flags, expected_on_cpu in (
+        (frozenset({"avx2", "avx512f"}), True),
+        (frozenset({"avx2"}), False),
+    ):
+        monkeypatch.setattr(layout, "cpu_model_and_flags", lambda flags=flags: ("Some CPU", flags))
+        assert layout.use_channels_last("auto", cpu) is expected_on_cpu
+        assert layout.use_channels_last("auto", gpu) is False  # fp32 on a GPU: not measured faster
+        assert layout.use_channels_last(True, gpu) and not layout.use_channels_last(False, cpu)
+        # The LightningModule decides once the Trainer says where it runs, then feeds NHWC.
+        model = ImageClassifier(
+            {"_target_": "cnnlab.models.nets.net_1"}, [1, 28, 28], 10, channels_last="auto"
+        )
+        assert model.channels_last is False  # not decided before a Trainer
+        model.trainer = _fake_trainer("cpu")  # type: ignore[assignment]
+        model.configure_model()
+        assert model.channels_last is expected_on_cpu
+        conv = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 32 in
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected_on_cpu
+        assert model.hparams["channels_last"] == "auto"  # a checkpoint decides again where it runs
+
+
+def test_a_bad_channels_last_value_is_refused_with_the_choices(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^model.channels_last=.*fast.* is invalid: use auto .*true or false"
+    ):
+        validate_train_config(compose_cfg(["model.channels_last=fast"]))
 
 
 def _fake_trainer(device: str) -> Any:

@@ -9,8 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cnnlab.bench.rows import Row, Settings, compose_run
+from cnnlab.bench.rows import Row, Settings, bench_device, compose_run
 from cnnlab.bench.timing import median
+from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
 
 
@@ -25,8 +26,9 @@ def accuracy_check(settings: Settings, data_dir: Path, work: Path) -> dict[str, 
     maths summed in another order, which shows how much of the difference is the layout's
     rounding alone and how much is the precision's."""
     row = Row("net_1", "mnist", 32, steps=None)
-    variants = {"fp32": ("32-true", False), "fast": (settings.precision, settings.channels_last)}
-    if settings.channels_last:
+    channels_last = use_channels_last(settings.channels_last, bench_device(settings.accelerator))
+    variants = {"fp32": ("32-true", False), "fast": (settings.precision, channels_last)}
+    if channels_last:
         variants["fp32_same_layout"] = ("32-true", True)
     seeds = [42 + i for i in range(settings.accuracy_seeds)]
     runs: dict[str, list[dict[str, float]]] = {label: [] for label in variants}

@@ -21,6 +21,7 @@ from cnnlab.bench.timing import StepClock, StepPhases, TrainWindow, sync
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.sampling import IndexBatchSampler
 from cnnlab.seed import normalize_tensor
+from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
 
 
@@ -52,7 +53,7 @@ class BareLoop:
         self.eval_batch_size = datamodule.eval_batch_size
         self.seed = int(cfg.seed)
         self.autocast = str(cfg.trainer.precision).startswith("bf16")
-        self.channels_last = bool(cfg.model.channels_last)
+        self.channels_last = use_channels_last(cfg.model.channels_last, device)
         pl.seed_everything(self.seed, workers=True)  # same initial weights as the pipeline
         net_cfg = dict(cfg.model.net)
         self.net = instantiate(

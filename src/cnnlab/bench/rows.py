@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -33,7 +34,7 @@ DEFAULT_ROWS = (
 @dataclass
 class Settings:
     precision: str = "32-true"
-    channels_last: bool = False
+    channels_last: bool | str = "auto"  # model.channels_last: the pipeline's default is auto
     optimizer: str = "adadelta"
     reps: int = 5
     accelerator: str = "auto"
@@ -46,6 +47,12 @@ class Settings:
     accuracy_seeds: int = 8
     extra_overrides: list[str] = field(default_factory=list)
     load: int = 0  # busy processes beside the benchmark while it measures (`--load N`)
+
+
+def bench_device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def prepare_data(root: Path, tiny: bool) -> dict[str, Any]:

@@ -29,10 +29,18 @@ from omegaconf import DictConfig
 from cnnlab.bench.accuracy import accuracy_check
 from cnnlab.bench.contenders import bare_run, minimal_lightning_run, pipeline_run
 from cnnlab.bench.load import busy_processes
-from cnnlab.bench.rows import DEFAULT_ROWS, Row, Settings, compose_run, prepare_data
+from cnnlab.bench.rows import (
+    DEFAULT_ROWS,
+    Row,
+    Settings,
+    bench_device,
+    compose_run,
+    prepare_data,
+)
 from cnnlab.bench.timing import best, median, median_phases, peak_rss_mb, reset_peak_rss
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.speed.cpu_memory import release_freed_memory
+from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
 from cnnlab.speed.runtime import apply_runtime_settings
 
 
@@ -116,7 +124,7 @@ def bench_row(
     apply_runtime_settings(probe)
     datamodule: ImageDataModule = instantiate(probe.data)
     datamodule.setup()
-    device = _device(settings.accelerator)
+    device = bench_device(settings.accelerator)
 
     # Each measured run also scores the test split (the evaluation throughput), warm-ups not.
     contenders: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -151,7 +159,7 @@ def bench_row(
         **asdict(row),
         "data_source": data[row.data]["source"],
         "precision": settings.precision,
-        "channels_last": settings.channels_last,
+        "channels_last": use_channels_last(settings.channels_last, device),
         "optimizer": settings.optimizer,
         "device": str(device),
         "estimate": f"best of {settings.reps} alternating runs",
@@ -187,28 +195,14 @@ def bench_row(
     }
 
 
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 # CPU features that decide which kernels oneDNN runs, as /proc/cpuinfo names them.
 CPU_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX"}
 
 
 def machine() -> dict[str, Any]:
     """Where the benchmark ran: CPU model and the features that matter, torch, threads, GPU."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    model, flags = cpu_model_and_flags()
+    cpu = model or platform.processor() or platform.machine()
     return {
         "cpu": cpu,
         "cpu_flags": [label for flag, label in CPU_FLAGS.items() if flag in flags],
@@ -229,7 +223,7 @@ def run_benchmark(
         data = prepare_data(data_dir, settings.tiny)
         with busy_processes(settings.load):
             probe = None
-            if _device(settings.accelerator).type == "cpu":
+            if bench_device(settings.accelerator).type == "cpu":
                 probe = code_probe(settings, data, data_dir, work / "probe")
             results = [
                 bench_row(row, settings, data, data_dir, work / f"row{i}")

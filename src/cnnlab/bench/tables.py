@@ -214,8 +214,10 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
 
 def write_markdown(report: dict[str, Any], folder: Path, command: str, when: str) -> Path:
     """This run's page in `folder` (one per CPU kind, precision and load), then the index."""
-    settings = report["settings"]
-    precision = settings["precision"] + ("-cl" if settings["channels_last"] else "")
+    settings, rows = report["settings"], report["rows"]
+    # The layout the rows ran in: `auto` is decided per device (cnnlab.speed.layout).
+    layouts = [r["channels_last"] for r in rows] or [settings["channels_last"] is True]
+    precision = settings["precision"] + ("-cl" if all(layouts) else "")
     load = int(settings.get("load", 0))
     name = f"{cpu_kind(report['machine'])}_{precision}{f'_load{load}' if load else ''}.md"
     return write_page(folder, name, markdown_report(report, command, when))

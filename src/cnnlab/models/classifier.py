@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 
 from cnnlab.models.metrics import ConfusionMatrix, SampleMean
 from cnnlab.models.nets import count_parameters
+from cnnlab.speed.layout import use_channels_last
 from cnnlab.speed.lightning_trims import CheapHookBookkeeping
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -44,7 +45,7 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         class_names: Sequence[str] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile_net: bool = False,
     ) -> None:
         super().__init__()
@@ -66,10 +67,11 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
         self.net: torch.nn.Module = instantiate(
             dict(net), sample_shape=sample_shape, num_classes=num_classes
         )
-        self.channels_last = channels_last
-        if channels_last:
-            # NHWC activations: faster convolutions with oneDNN on CPU and on tensor cores.
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # NHWC activations: faster convolutions with oneDNN on CPU and on tensor cores.
+        # "auto" is decided in configure_model, once the device is known (cnnlab.speed.layout).
+        self.channels_last_setting = channels_last
+        self.channels_last = False
+        self._set_channels_last(channels_last is True)
         self.compile_net = compile_net
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -101,7 +103,14 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
     def num_parameters(self) -> int:
         return count_parameters(self.net)
 
+    def _set_channels_last(self, enabled: bool) -> None:
+        if enabled and not self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.channels_last = enabled
+
     def configure_model(self) -> None:
+        if self.channels_last_setting == "auto":
+            self._set_channels_last(use_channels_last("auto", self.trainer.strategy.root_device))
         if self.compile_net:
             # In place: the state_dict keys (and so checkpoints) stay those of the plain net.
             self.net.compile()

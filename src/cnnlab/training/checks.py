@@ -20,6 +20,7 @@ from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.nets import ACTIVATIONS, INITS
 from cnnlab.results.record import is_location_key
+from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
 from cnnlab.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ def validate_train_config(cfg: DictConfig) -> None:
         "torch_threads",
         lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
         "use auto (torch's count, capped by the idle cores) or a number of threads >= 1",
+    )
+    _check(
+        cfg,
+        "model.channels_last",
+        lambda v: v in CHANNELS_LAST_CHOICES,
+        "use auto (NHWC where oneDNN runs it faster: CPUs with AVX-512), true or false",
     )
     _check(cfg, "model.net.init", lambda v: v in INITS, f"use one of {', '.join(INITS)}")
     _check(
