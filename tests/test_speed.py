@@ -114,6 +114,7 @@ def test_channels_last_auto_is_nhwc_on_avx512_cpus_and_nchw_on_gpus(
         model = ImageClassifier(
             {"_target_": "cnnlab.models.nets.net_1"}, [1, 28, 28], 10, channels_last="auto"
         )
+        model.configure_model()  # as load_from_checkpoint calls it, with no Trainer yet
         assert model.channels_last is False  # not decided before a Trainer
         model.trainer = _fake_trainer("cpu")  # type: ignore[assignment]
         model.configure_model()
@@ -395,6 +396,16 @@ def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert "pipeline adds" in text and "| pipeline / min. Lightning by code |" in text
     for row in report["rows"]:
         assert 0 < row["per_step"]["pipeline_vs_minimal_by_code"] < 2
+    # Each row also times the bare loop in the other layout: what channels_last buys here.
+    assert "| NHWC / NCHW |" in text
+    for row in report["rows"]:
+        layout = row["layout"]
+        assert layout["nhwc"] > 0 and layout["nchw"] > 0
+        assert layout["nhwc_over_nchw"] == pytest.approx(layout["nhwc"] / layout["nchw"])
+        this = "nhwc" if row["channels_last"] else "nchw"
+        assert layout[this] == pytest.approx(row["train_images_per_s"]["bare"])
+        assert len(row["runs"]["bare_other_layout"]) == 1
+        assert f"| {layout['nhwc_over_nchw']:.3f} |" in text
 
 
 def test_accuracy_check_pairs_fp32_and_the_fast_precision_per_seed_in_both_layouts(

@@ -14,6 +14,7 @@ the pipeline is what cnnlab adds (or saves: it trims some of Lightning's bookkee
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import tempfile
@@ -78,7 +79,7 @@ def code_probe(
 ) -> dict[str, Any] | None:
     """The pipeline's and Lightning's code per step (CPU only: phases need no syncs there)."""
     reps = settings.reps if settings.tiny else max(settings.reps, CODE_PROBE_REPS)
-    probe = bench_row(CODE_PROBE, replace(settings, reps=reps), data, data_dir, work)
+    probe = bench_row(CODE_PROBE, replace(settings, reps=reps), data, data_dir, work, layouts=False)
     if not probe["per_step"]:
         return None
     ms = {name: probe["step_ms_median"][name]["step"] for name in ("bare", "minimal", "pipeline")}
@@ -106,8 +107,16 @@ def add_code_verdicts(rows: list[dict[str, Any]], probe: dict[str, Any] | None) 
 
 
 def bench_row(
-    row: Row, settings: Settings, data: dict[str, Any], data_dir: Path, work: Path
+    row: Row,
+    settings: Settings,
+    data: dict[str, Any],
+    data_dir: Path,
+    work: Path,
+    layouts: bool = True,
 ) -> dict[str, Any]:
+    """One row's contenders, alternating. With `layouts`, the bare loop also runs in the
+    other memory layout (NHWC against NCHW), so the row says what `channels_last` buys on
+    this CPU, measured in the same process as everything else."""
     option = data[row.data]["option"]
     if row.steps is None:
         raise ValueError(f"benchmark row {row} needs a number of training steps")
@@ -125,6 +134,7 @@ def bench_row(
     datamodule: ImageDataModule = instantiate(probe.data)
     datamodule.setup()
     device = bench_device(settings.accelerator)
+    channels_last = use_channels_last(settings.channels_last, device)
 
     # Each measured run also scores the test split (the evaluation throughput), warm-ups not.
     contenders: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -132,6 +142,12 @@ def bench_row(
         "bare": lambda test: bare_run(probe, datamodule, device, steps, test=test),
         "minimal": lambda test: minimal_lightning_run(probe, datamodule, device, steps),
     }
+    if layouts:
+        other = copy.deepcopy(probe)
+        other.model.channels_last = not channels_last
+        contenders["bare_other_layout"] = lambda test: bare_run(
+            other, datamodule, device, steps, test=False
+        )
     # Warm-up (one-off costs: allocator, oneDNN kernels), then alternate A B C / C B A.
     for run in contenders.values():
         run(False)
@@ -159,7 +175,7 @@ def bench_row(
         **asdict(row),
         "data_source": data[row.data]["source"],
         "precision": settings.precision,
-        "channels_last": use_channels_last(settings.channels_last, device),
+        "channels_last": channels_last,
         "optimizer": settings.optimizer,
         "device": str(device),
         "estimate": f"best of {settings.reps} alternating runs",
@@ -171,6 +187,7 @@ def bench_row(
             "minimal_lightning_ratio": minimal_ips / bare_ips,
         },
         "step_ms_median": step_ms,
+        "layout": _layout_gain(runs, images, channels_last) if layouts else None,
         "per_step": per_step_verdict(step_ms),
         "train_images_per_s_median": {
             name: train_ips(name, median) for name in ("pipeline", "bare", "minimal")
@@ -197,6 +214,21 @@ def bench_row(
 
 # CPU features that decide which kernels oneDNN runs, as /proc/cpuinfo names them.
 CPU_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX"}
+
+
+def _layout_gain(
+    runs: dict[str, list[dict[str, Any]]], images: int, channels_last: bool
+) -> dict[str, float]:
+    """The bare loop's training images/s in NHWC and in NCHW, and NHWC / NCHW."""
+    speeds = {
+        layout: images / best(runs[name], "train_s")
+        for layout, name in zip(
+            ("nhwc", "nchw") if channels_last else ("nchw", "nhwc"),
+            ("bare", "bare_other_layout"),
+            strict=True,
+        )
+    }
+    return {**speeds, "nhwc_over_nchw": speeds["nhwc"] / speeds["nchw"]}
 
 
 def machine() -> dict[str, Any]:

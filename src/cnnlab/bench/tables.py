@@ -14,7 +14,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{_load(report)}",
         f"{'net':6} {'data':8} {'batch':>5} {'prec':>9} {'train img/s':>30} {'ratio':>6} "
         f"{'min.PL':>6} {'epoch s':>13} {'eval img/s':>21} {'ratio':>6} {'eval%':>6} "
-        f"{'RSS MB':>7}",
+        f"{'RSS MB':>7} {'NHWC/NCHW':>9}",
         f"{'':6} {'':8} {'':>5} {'':>9} {'pipeline':>10} {'bare':>9} {'min.PL':>9} {'':>6} "
         f"{'ratio':>6} {'pipe':>6} {'bare':>6} {'pipeline':>10} {'bare':>10}",
     ]
@@ -26,12 +26,14 @@ def format_table(report: dict[str, Any]) -> str:
             f"{t['bare']:>9.0f} {t['minimal_lightning']:>9.0f} {t['ratio']:>6.3f} "
             f"{t['minimal_lightning_ratio']:>6.3f} {e['pipeline']:>6.2f} {e['bare']:>6.2f} "
             f"{v['pipeline']:>10.0f} {v['bare']:>10.0f} {v['ratio']:>6.3f} "
-            f"{100 * r['eval_share_of_full_epoch']:>5.1f}% {r['peak_rss_mb']:>7.0f}"
+            f"{100 * r['eval_share_of_full_epoch']:>5.1f}% {r['peak_rss_mb']:>7.0f} "
+            f"{_layout_gain(r):>9}"
         )
     if report["rows"]:
         lines.append(
             f"img/s and seconds: {report['rows'][0]['estimate']}; ratio = pipeline / bare; "
-            "min.PL = the same net and data in a minimal LightningModule (Lightning's own cost)"
+            "min.PL = the same net and data in a minimal LightningModule (Lightning's own cost); "
+            "NHWC/NCHW = the bare loop's speed with channels_last over without, same process"
         )
     phased = [r for r in report["rows"] if r.get("per_step")]
     if phased:
@@ -92,6 +94,11 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _layout_gain(row: dict[str, Any]) -> str:
+    layout = row.get("layout")
+    return f"{layout['nhwc_over_nchw']:.3f}" if layout else "-"
+
+
 def _probe(report: dict[str, Any]) -> str:
     probe = report["code_probe"]
     ms, row, reps = probe["step_ms"], probe["row"], probe["reps"]
@@ -144,11 +151,14 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
         "again.",
         "",
         "Training images per second (validation excluded); ratio = pipeline / bare loop; "
-        "min. Lightning = the same net, data and optimizer in a minimal LightningModule.",
+        "min. Lightning = the same net, data and optimizer in a minimal LightningModule; "
+        "NHWC / NCHW = the bare loop's speed with channels_last over its speed without, "
+        "alternating in the same process (what `model.channels_last` buys on this CPU).",
         "",
         "| net | data | batch | precision | pipeline | bare | ratio | min. Lightning (ratio) "
-        "| pipeline / min. Lightning | eval img/s pipeline / bare | eval share | peak RSS |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pipeline / min. Lightning | eval img/s pipeline / bare | eval share | peak RSS "
+        "| NHWC / NCHW |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         t, v = r["train_images_per_s"], r["eval_images_per_s"]
@@ -158,7 +168,7 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
             f"| {t['minimal_lightning']:.0f} ({t['minimal_lightning_ratio']:.3f}) "
             f"| {t['pipeline'] / t['minimal_lightning']:.3f} "
             f"| {v['pipeline']:.0f} / {v['bare']:.0f} | {100 * r['eval_share_of_full_epoch']:.1f}% "
-            f"| {r['peak_rss_mb'] / 1024:.1f} GB |"
+            f"| {r['peak_rss_mb'] / 1024:.1f} GB | {_layout_gain(r)} |"
         )
     phased = [r for r in rows if r.get("per_step")]
     if phased:

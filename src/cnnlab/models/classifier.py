@@ -103,14 +103,20 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
     def num_parameters(self) -> int:
         return count_parameters(self.net)
 
+    def _trainer_device(self) -> torch.device | None:
+        try:
+            return self.trainer.strategy.root_device
+        except RuntimeError:  # load_from_checkpoint calls configure_model before any Trainer
+            return None
+
     def _set_channels_last(self, enabled: bool) -> None:
         if enabled and not self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.channels_last = enabled
 
     def configure_model(self) -> None:
-        if self.channels_last_setting == "auto":
-            self._set_channels_last(use_channels_last("auto", self.trainer.strategy.root_device))
+        if self.channels_last_setting == "auto" and (device := self._trainer_device()):
+            self._set_channels_last(use_channels_last("auto", device))
         if self.compile_net:
             # In place: the state_dict keys (and so checkpoints) stay those of the plain net.
             self.net.compile()
