@@ -80,10 +80,14 @@ def _rounds(
     def cnnlab_epoch(folder: Path, steps: int | None) -> dict[str, Any]:
         return pipeline_run(config(folder, steps), device)
 
+    datamodules: dict[Path, Any] = {}  # the bare loop's tensors, read once per workload
+
     def bare_epoch(folder: Path) -> float:
         cfg = config(folder, None)
-        datamodule = instantiate(cfg.data)
-        datamodule.setup()
+        if folder not in datamodules:
+            datamodules[folder] = instantiate(cfg.data)
+            datamodules[folder].setup()
+        datamodule = datamodules[folder]
         seconds, _ = BareLoop(cfg, datamodule, device).train_epoch()
         return len(datamodule.splits["train"][1]) / seconds
 
