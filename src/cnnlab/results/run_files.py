@@ -2,14 +2,15 @@
 
 `RunMatrices` holds the counts the module made during its steps (collected by
 `cnnlab.training.callbacks.RunResults`, so no second pass over any data);
-`write_run_files` turns them into files in the run folder. The sweep report is built from
-these files alone.
+`write_run_files` turns them into the run's files of results, and `draw_run_figures`, called
+once the run's record is written, into its figures: a figure that fails to draw is logged
+and never changes the record. The sweep report is built from these files alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from cnnlab.results.confusion import CONFUSION_FILE, per_class_table
 from cnnlab.results.figures import CURVES_FILE, confusion_figure, curves_figure, save_png
 from cnnlab.results.record import write_json
+from cnnlab.results.text import plain
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +77,24 @@ def per_class_metrics(
     }
 
 
-def write_run_files(
-    output_dir: Path, summary: dict[str, Any], matrices: RunMatrices
-) -> dict[str, Figure]:
-    """confusion.json, curves.png, confusion_<split>.png and the per-class table (also added
-    to `summary` for metrics.json); returns the figures by TensorBoard tag."""
-    class_names = list(summary["class_names"])
-    per_class = per_class_metrics(matrices, class_names)
-    if per_class is not None:
-        summary["test_per_class"] = per_class
+def _shown(summary: dict[str, Any], matrices: RunMatrices) -> tuple[int | None, dict[str, Any]]:
+    """The epoch whose matrices a run shows, and those matrices by split."""
     epoch = matrices_epoch(summary, matrices)
-    shown = {
+    return epoch, {
         "train": matrices.train.get(epoch) if epoch is not None else None,
         "val": matrices.val.get(epoch) if epoch is not None else None,
         "test": matrices.test,
     }
+
+
+def write_run_files(output_dir: Path, summary: dict[str, Any], matrices: RunMatrices) -> None:
+    """confusion.json and the per-class table (also added to `summary` for metrics.json):
+    results, written before the record; the figures come after it (`draw_run_figures`)."""
+    class_names = list(summary["class_names"])
+    per_class = per_class_metrics(matrices, class_names)
+    if per_class is not None:
+        summary["test_per_class"] = per_class
+    epoch, shown = _shown(summary, matrices)
     write_json(
         output_dir / CONFUSION_FILE,
         {
@@ -113,21 +118,44 @@ def write_run_files(
         )
         print(f"Per-class results on the test set:\n{table}")
 
-    figures = {"curves": curves_figure(summary.get("history", []), title=output_dir.name)}
-    save_png(figures["curves"], output_dir / CURVES_FILE)
-    for split, counts in shown.items():
-        if counts is None:
-            continue
-        figures[f"confusion/{split}"] = confusion_figure(
-            counts, class_names, _matrix_title(split, epoch, counts, summary)
-        )
-        save_png(figures[f"confusion/{split}"], output_dir / confusion_png(split))
-
     times = summary.get("time", {})
     per_epoch = ", ".join(f"{s:.1f}" for s in times.get("per_epoch_s", []))
     log.info(
         "Training time: %.1f s in total; per epoch (s): %s", times.get("train_s", 0), per_epoch
     )
+
+
+def draw_run_figures(
+    output_dir: Path, summary: dict[str, Any], matrices: RunMatrices
+) -> dict[str, Figure]:
+    """curves.png and confusion_<split>.png; returns the figures drawn, by TensorBoard tag.
+
+    Never raises for a figure: one that cannot be drawn or saved is logged as a warning and
+    left out, so a completed run stays completed."""
+    class_names = list(summary["class_names"])
+    epoch, shown = _shown(summary, matrices)
+    wanted: dict[str, tuple[str, Callable[[], Figure]]] = {
+        "curves": (
+            CURVES_FILE,
+            lambda: curves_figure(summary.get("history", []), title=output_dir.name),
+        )
+    }
+    for split, counts in shown.items():
+        if counts is not None:
+            title = _matrix_title(split, epoch, counts, summary)
+            wanted[f"confusion/{split}"] = (
+                confusion_png(split),
+                lambda counts=counts, title=title: confusion_figure(counts, class_names, title),
+            )
+    figures = {}
+    for tag, (name, draw) in wanted.items():
+        try:
+            figure = draw()
+            save_png(figure, output_dir / name)
+        except Exception as err:
+            log.warning("%s could not be drawn (the run's results are kept): %s", name, plain(err))
+            continue
+        figures[tag] = figure
     return figures
 
 

@@ -1,7 +1,12 @@
-"""What a run shows in TensorBoard beyond its scalars: its figures and its HPARAMS entry."""
+"""What a run shows in TensorBoard beyond its scalars: its figures and its HPARAMS entry.
+
+Both are written after the run's record and never raise: a dashboard that fails is logged as
+a warning, and the run stays as it ended. Text values are shown plain (no control characters).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +16,10 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
 from cnnlab.results.figures import to_rgb
+from cnnlab.results.text import plain
 from cnnlab.training.checks import to_plain
+
+log = logging.getLogger(__name__)
 
 
 def _tensorboards(loggers: Sequence[Logger]) -> list[TensorBoardLogger]:
@@ -24,16 +32,23 @@ def log_figures(
     """The run's figures in TensorBoard's Images tab, and the total training time as a scalar."""
     for logger in _tensorboards(loggers):
         for tag, figure in figures.items():
-            logger.experiment.add_image(tag, to_rgb(figure), step, dataformats="HWC")
-        if "train_s" in times:
-            logger.log_metrics({"time/train_s": float(times["train_s"])}, step=step)
-        logger.experiment.flush()
+            try:
+                logger.experiment.add_image(tag, to_rgb(figure), step, dataformats="HWC")
+            except Exception as err:
+                log.warning("TensorBoard image %s could not be drawn: %s", tag, plain(err))
+        try:
+            if "train_s" in times:
+                logger.log_metrics({"time/train_s": float(times["train_s"])}, step=step)
+            logger.experiment.flush()
+        except Exception as err:
+            log.warning("TensorBoard could not be written: %s", plain(err))
 
 
 def _hparam(value: Any) -> Any:
-    """TensorBoard takes numbers, strings and booleans; anything else is shown as text."""
+    """TensorBoard takes numbers, strings and booleans; anything else is shown as text, and
+    text without control characters (a label is shown, never run by a terminal)."""
     value = to_plain(value) if OmegaConf.is_config(value) else value
-    return value if isinstance(value, (int, float, str, bool)) else str(value)
+    return value if isinstance(value, (int, float, bool)) else plain(value)
 
 
 def dashboard_hparams(
@@ -83,6 +98,19 @@ def log_hparams(
     hyperparameters differ between them, and lists (and ticks) those first. Given one run's
     experiment summary it would show that run's hyperparameters alone, alphabetically.
     """
+    try:
+        _write_hparams(loggers, cfg, choices, summary, swept)
+    except Exception as err:
+        log.warning("TensorBoard's HPARAMS entry could not be written: %s", plain(err))
+
+
+def _write_hparams(
+    loggers: Sequence[Logger],
+    cfg: DictConfig,
+    choices: dict[str, Any],
+    summary: dict[str, Any],
+    swept: Sequence[str],
+) -> None:
     results = {
         "hparams/val_acc_best": summary["best"]["val/acc"],
         "hparams/test_acc": summary.get("test", {}).get("test/acc"),

@@ -24,7 +24,7 @@ from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.results.record import METRICS_FILE, write_json
-from cnnlab.results.run_files import write_run_files
+from cnnlab.results.run_files import draw_run_figures, write_run_files
 from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.scale.job_resources import quiet_for_parallel_jobs
 from cnnlab.speed.lightning_trims import NoProfiler
@@ -187,12 +187,14 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             print(f"Test loss: {test.get('test/loss', math.nan)}")
             print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
-    if trainer.is_global_zero:  # matrices, per-class table and figures; rank 0 writes files
-        figures = write_run_files(output_dir, summary, run_results.matrices)
-        log_figures(loggers, figures, summary["time"], int(summary["steps"]))
+    if trainer.is_global_zero:  # matrices and per-class table; rank 0 writes files
+        write_run_files(output_dir, summary, run_results.matrices)
     summary["status"] = "completed"
     if trainer.is_global_zero:  # other ranks' loggers write nothing (Lightning's dummies)
         write_json(metrics_path, summary)
+        # The record first: figures and dashboards come after it and never raise.
+        figures = draw_run_figures(output_dir, summary, run_results.matrices)
+        log_figures(loggers, figures, summary["time"], int(summary["steps"]))
         log_hparams(loggers, cfg, run_info["choices"], summary, swept_in_this_sweep())
     log.info("Run folder: %s", output_dir)
     return summary
