@@ -20,13 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import CnnlabError
 from cnnlab.results.record import COMPLETED, METRICS_FILE, is_location_key, read_json
+from cnnlab.results.text import plain
 
 log = logging.getLogger(__name__)
 
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes it before the first job
 FAIL_FAST_FILE = ".failed_job"  # written by the first failed job of a fail-fast sweep
 STOPPED_FILE = ".stopped"  # a sweep of parallel jobs got a stop signal: holds its name
-_MAX_LABEL = 120  # characters of a job folder's label, well inside file-name limits
+_MAX_LABEL = 120  # bytes of a job folder's label, well inside file-name limits (255 bytes)
 
 
 def _parse(overrides: list[str]) -> list[Any]:
@@ -49,18 +50,27 @@ def job_label(task_overrides: list[str], keys: list[str]) -> str:
     """`key=value` of the swept keys, in the sweep's order, e.g. `optimizer=adam`."""
     values = {o.key_or_group: o.value() for o in _parse(task_overrides)}
     parts = [f"{key}={values[key]}" for key in keys if key in values]
-    label = ",".join(parts).replace("/", "-")
-    if len(label) > _MAX_LABEL:
-        digest = hashlib.sha1(label.encode()).hexdigest()[:8]
-        label = f"{label[: _MAX_LABEL - 9]}~{digest}"
-    return label
+    return folder_label(",".join(parts))
+
+
+def folder_label(label: str) -> str:
+    """`label` as part of a folder name: `/` as `-`, no control characters, and at most
+    _MAX_LABEL bytes: a longer one is cut and ends in a digest of the whole, so that labels
+    alike in their first bytes still get folders of their own."""
+    label = plain(label).replace("/", "-")
+    encoded = label.encode(errors="surrogateescape")  # undecodable bytes from argv too
+    if len(encoded) <= _MAX_LABEL:
+        return label
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    return f"{encoded[: _MAX_LABEL - 9].decode(errors='ignore')}~{digest}"
 
 
 def job_dir_name(job_num: Any, sweep_dir: Any, run_label: Any = None) -> str:
     """The job folder's name: `<n>_<what it varies>` (`<n>_<run_label>` when the run has a
-    label, spaces as underscores), or `<n>` when nothing varies."""
+    label, spaces as underscores), or `<n>` when nothing varies; labels of any length and
+    any characters make a valid name (`folder_label`)."""
     if run_label:
-        return f"{job_num}_{'_'.join(str(run_label).replace('/', '-').split())}"
+        return f"{job_num}_{folder_label('_'.join(str(run_label).split()))}"
     hydra = HydraConfig.get()
     keys = swept_keys(Path(str(sweep_dir)), OmegaConf.select(hydra, "sweeper.params"))
     label = job_label(list(hydra.overrides.task), keys)
