@@ -5,6 +5,7 @@ The same faults as `test_robustness_cli.py`, more variants, without a process pe
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import pickle
@@ -12,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -334,6 +336,108 @@ def test_mnist_files_are_not_taken_for_misplaced_fashion_mnist(
     _mnist_copy(synthetic_data_dir, tmp_path)
     with pytest.raises(DatasetNotFoundError, match=r"^Fashion-MNIST not found"):
         FashionMNISTDataModule(data_dir=tmp_path).setup()
+
+
+def _cifar_archive(source: Path, data_dir: Path) -> Path:
+    """CIFAR-10's archive, as a download leaves it, built from a folder of batches."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(data_dir / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return data_dir
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """Temporary files or folders that unpacking left behind."""
+    return sorted(folder.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("dataset", ["MNIST", "CIFAR-10"])
+def test_a_folder_where_a_dataset_file_belongs_is_named_and_nothing_is_left(
+    synthetic_data_dir: Path, tmp_path: Path, dataset: str
+) -> None:
+    if dataset == "MNIST":
+        raw = write_idx_dataset(tmp_path / "MNIST" / "raw", train=50, test=20, compress=True)
+        module = MNISTDataModule(data_dir=tmp_path)
+        blocked = raw / "train-images-idx3-ubyte"
+    else:
+        module = CIFAR10DataModule(data_dir=_cifar_archive(synthetic_data_dir, tmp_path))
+        blocked = module.raw_dir / "data_batch_2"
+    blocked.mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError) as info:
+        module.setup()
+    assert str(info.value) == (
+        f"{dataset}: {blocked} is a folder, where cnnlab expects the file {blocked.name}. "
+        "Fix: move it away (or delete it): cnnlab then unpacks or downloads the file there."
+    )
+    assert not _leftovers(tmp_path) and blocked.is_dir()
+
+
+def test_a_folder_holding_the_file_itself_says_to_put_the_file_in_its_place(
+    tmp_path: Path,
+) -> None:
+    labels = write_idx_dataset(tmp_path / "MNIST" / "raw", train=50, test=20) / (
+        "t10k-labels-idx1-ubyte"
+    )
+    content = labels.read_bytes()
+    labels.unlink()
+    labels.mkdir()
+    (labels / labels.name).write_bytes(content)  # unpacked one folder too far
+    with pytest.raises(DatasetNotFoundError) as info:
+        MNISTDataModule(data_dir=tmp_path).setup()
+    assert f"it holds the file itself: put {labels / labels.name} at {labels}" in str(info.value)
+
+
+def test_a_file_where_the_datasets_folder_belongs_is_named(tmp_path: Path) -> None:
+    (tmp_path / "MNIST").write_bytes(b"not a folder")
+    with pytest.raises(DatasetNotFoundError) as info:
+        MNISTDataModule(data_dir=tmp_path).setup()
+    assert str(info.value).startswith(
+        f"MNIST: {tmp_path / 'MNIST'} is a file, where cnnlab expects a folder"
+    )
+
+
+@pytest.mark.parametrize("dataset", ["MNIST", "CIFAR-10"])
+def test_unpacking_stopped_by_ctrl_c_leaves_no_temporary_file(
+    synthetic_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str
+) -> None:
+    if dataset == "MNIST":
+        write_idx_dataset(tmp_path / "MNIST" / "raw", train=50, test=20, compress=True)
+        module: Any = MNISTDataModule(data_dir=tmp_path)
+    else:
+        module = CIFAR10DataModule(
+            data_dir=_cifar_archive(synthetic_data_dir, tmp_path), verify_md5=False
+        )
+    renames: list[object] = []
+
+    def ctrl_c_at_the_second_rename(source: object, target: object) -> None:
+        renames.append(target)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        shutil.move(str(source), str(target))
+
+    monkeypatch.setattr(os, "replace", ctrl_c_at_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        module.prepare_data()
+    assert len(renames) == 2 and not _leftovers(tmp_path)
+    monkeypatch.undo()
+    module.setup()  # the next run unpacks what is still missing
+    assert module.describe()["sizes"]["test"] in (20, 200) and not _leftovers(tmp_path)
+
+
+def test_unpacking_onto_a_full_disk_is_one_message_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = write_idx_dataset(tmp_path / "MNIST" / "raw", train=50, test=20, compress=True)
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(DatasetNotFoundError) as info:
+        MNISTDataModule(data_dir=tmp_path).prepare_data()
+    assert f"could not unpack {raw / 'train-images-idx3-ubyte.gz'} into " in str(info.value)
+    assert "(No space left on device). Fix: free some space there" in str(info.value)
+    assert not _leftovers(tmp_path)
 
 
 # -- divergence ----------------------------------------------------------------------------------

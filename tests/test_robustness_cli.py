@@ -7,6 +7,7 @@ a learning rate that really produces NaN, two runs launched at once.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shlex
 import shutil
@@ -369,3 +370,33 @@ def test_truncated_idx_file_is_named_and_not_trained_on(
     run = only("train/runs/*", tmp_path / "out")
     assert metrics_of(run)["status"] == "failed" and str(images) in metrics_of(run)["error"]
     assert not (run / "checkpoints").exists()
+
+
+def errors_in(stderr: str) -> list[str]:
+    """The `Error:` lines a run printed: a fault must end with exactly one."""
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_a_folder_where_a_dataset_file_belongs_is_one_line_and_leaves_no_temporary_file(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    for path in (synthetic_data_dir / "FashionMNIST" / "raw").iterdir():  # as Debian ships them
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    blocked = raw / "train-images-idx3-ubyte"
+    blocked.mkdir()
+    result = run_cli(
+        "train.py", "data=fashion_mnist", f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'out'}", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert errors_in(result.stderr) == [
+        f"Error: Fashion-MNIST: {blocked} is a folder, where cnnlab expects the file "
+        f"{blocked.name}. Fix: move it away (or delete it): cnnlab then unpacks or "
+        "downloads the file there."
+    ]
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left behind"
+    run = only("train/runs/*", tmp_path / "out")
+    assert metrics_of(run)["status"] == "failed" and str(blocked) in metrics_of(run)["error"]

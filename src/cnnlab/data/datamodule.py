@@ -130,6 +130,8 @@ class ImageDataModule(pl.LightningDataModule):
         """
         if not self.missing_files():
             return
+        if blocked := self._blocked_path_message():
+            raise DatasetNotFoundError(blocked)
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(folder_lock(self.data_dir))
@@ -162,6 +164,32 @@ class ImageDataModule(pl.LightningDataModule):
                     f"{self.name} not found: {self.raw_dir} lacks {', '.join(missing)}.\n"
                     f"{self._how_to_fix()}"
                 )
+
+    def _blocked_path_message(self) -> str | None:
+        """A folder where a dataset file belongs, or a file where a folder belongs: nothing
+        could be unpacked or downloaded there, so say which path is in the way."""
+        chain = [self.raw_dir]
+        while chain[-1] != self.data_dir and chain[-1].parent != chain[-1]:
+            chain.append(chain[-1].parent)
+        for folder in reversed(chain):
+            if folder.exists() and not folder.is_dir():
+                return (
+                    f"{self.name}: {folder} is a file, where cnnlab expects a folder of "
+                    f"{self.name}'s files. Fix: move that file away, or point data.data_dir "
+                    "at another folder."
+                )
+        for name in self.missing_files():
+            path = self.raw_dir / name
+            if not path.exists():
+                continue
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            fix = "move it away (or delete it): cnnlab then unpacks or downloads the file there"
+            if (path / name).is_file():
+                fix = f"it holds the file itself: put {path / name} at {path}, in its place"
+            return (
+                f"{self.name}: {path} is {kind}, where cnnlab expects the file {name}. Fix: {fix}."
+            )
+        return None
 
     def _layout_skip_dirs(self) -> list[Path]:
         """Folders where found files are not misplaced (they belong to another dataset)."""
