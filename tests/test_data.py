@@ -133,3 +133,21 @@ def test_truncated_idx_file_is_reported_as_corrupt(
 def test_bad_data_settings_are_rejected(tmp_path: Path, kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         MNISTDataModule(data_dir=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"),
+    [("bf16-true", torch.bfloat16), ("32-true", torch.float32), ("bf16-mixed", torch.float32)],
+)
+def test_batches_take_the_dtype_the_trainers_precision_feeds_its_weights(
+    synthetic_data_dir: Path, precision: str, dtype: torch.dtype
+) -> None:
+    """Lightning converts inputs while they are still uint8, before normalisation."""
+    import pytorch_lightning as pl
+
+    dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=8)
+    dm.trainer = pl.Trainer(precision=precision, accelerator="cpu", logger=False)
+    dm.setup()
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.dtype == dtype and labels.dtype == torch.int64
+    assert dm.on_after_batch_transfer(torch.zeros(1, 1, 28, 28), 0).dtype == dtype

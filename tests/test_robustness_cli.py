@@ -400,3 +400,16 @@ def test_a_folder_where_a_dataset_file_belongs_is_one_line_and_leaves_no_tempora
     assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left behind"
     run = only("train/runs/*", tmp_path / "out")
     assert metrics_of(run)["status"] == "failed" and str(blocked) in metrics_of(run)["error"]
+
+
+def test_bf16_true_precision_trains_and_tests(synthetic_data_dir: Path, tmp_path: Path) -> None:
+    """Weights in bfloat16 get bfloat16 images: the batches, the summary's example input."""
+    result = run_cli(
+        "train.py", "trainer.precision=bf16-true", f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only("train/runs/*", tmp_path)
+    record = metrics_of(run)
+    assert record["status"] == "completed" and 0 <= record["test"]["test/acc"] <= 1
+    assert "(None, 32, 28, 28)" in (run / "model_summary.txt").read_text()

@@ -332,11 +332,20 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 -> float32 in [0, 1] on the device (the model summary's example input is
-        already float, so only uint8 tensors are converted)."""
+        already float, so only uint8 tensors are converted), then to the precision's input
+        dtype: Lightning converts inputs before this hook, when they are still uint8, so
+        `trainer.precision=bf16-true` would feed float32 images to bfloat16 weights."""
         if isinstance(batch, torch.Tensor):
-            return normalize_tensor(batch) if batch.dtype == torch.uint8 else batch
+            images = normalize_tensor(batch) if batch.dtype == torch.uint8 else batch
+            return self._precision_input(images)
         images, labels = batch
-        return normalize_tensor(images), labels
+        return self._precision_input(normalize_tensor(images)), labels
+
+    def _precision_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in the dtype the trainer's precision feeds its module (float32 unless a
+        true half precision, e.g. bf16-true, or 64-true)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.precision_plugin.convert_input(images) if trainer is not None else images
 
     def describe(self) -> dict[str, Any]:
         return {

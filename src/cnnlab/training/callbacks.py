@@ -195,4 +195,7 @@ class SaveModelSummary(pl.Callback):
         if trainer.is_global_zero and net is not None and "sample_shape" in shape:
             title = str(shape.get("net", {}).get("_target_", "")).rsplit(".", 1)[-1]
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(keras_summary(net, shape["sample_shape"], title))
+            # The precision's context makes the example input the weights' dtype (bf16-true).
+            with trainer.precision_plugin.forward_context():
+                text = keras_summary(net, shape["sample_shape"], title)
+            self.path.write_text(text)
