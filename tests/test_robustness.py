@@ -223,6 +223,37 @@ def test_run_and_sweep_folders_are_unique_per_process_and_microsecond() -> None:
         assert folder.endswith("%Y-%m-%d_%H-%M-%S-%f}_${cnnlab_pid:}"), (key, folder)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0 is invalid: give a"),
+        ("trainer.limit_train_batches=0.0", "trainer.limit_train_batches=0.0 is invalid"),
+        ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is invalid"),
+        ("+trainer.max_steps=0", "trainer.max_steps=0 is invalid: it must be an integer >= 1"),
+    ],
+)
+def test_a_run_that_would_train_nothing_is_refused(
+    compose_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
+    """Zero steps would end `completed`, testing untrained weights as if they were trained."""
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(compose_cfg([override]))
+    assert message in str(info.value) and "0 would train nothing" in str(info.value)
+    for fine in ("trainer.limit_train_batches=3", "trainer.limit_train_batches=0.5"):
+        validate_train_config(compose_cfg([fine]))
+
+
+def test_a_lightning_misconfiguration_is_a_user_error() -> None:
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    raised = MisconfigurationException("0.001 * 17 < 1. Please increase `limit_train_batches`")
+    err = as_user_error(raised)
+    assert isinstance(err, ConfigError) and err.__cause__ is raised
+    assert str(err) == (
+        "Lightning refused the configuration: 0.001 * 17 < 1. Please increase `limit_train_batches`"
+    )
+
+
 # -- data problems -------------------------------------------------------------------------------
 
 

@@ -43,6 +43,10 @@ def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str) -
         check_value(key, value, ok, allowed)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Reject values that would fail late (or silently train nonsense) with one clear message."""
     for name, (ok, allowed) in DATA_RULES.items():
@@ -52,6 +56,20 @@ def validate_train_config(cfg: DictConfig) -> None:
         "trainer.max_epochs",
         lambda v: int(v) == v and (v >= 1 or v == -1),
         "it must be an integer >= 1 (or -1 for no limit)",
+    )
+    # 0 would "complete" without a step and test the untrained weights.
+    _check(
+        cfg,
+        "trainer.max_steps",
+        lambda v: _is_int(v) and (v >= 1 or v == -1),
+        "it must be an integer >= 1 (or -1 for no limit); 0 would train nothing",
+    )
+    _check(
+        cfg,
+        "trainer.limit_train_batches",
+        lambda v: (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+        "give a number of batches >= 1 or a fraction of them in (0, 1] (null: all); "
+        "0 would train nothing",
     )
     _check(cfg, "optimizer.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
     _check(

@@ -61,11 +61,19 @@ def full_error_requested() -> bool:
 
 def as_user_error(err: Exception) -> Exception:
     """Unwrap Hydra's InstantiationException: the config could not be turned into an object.
+    Lightning's MisconfigurationException (e.g. a fraction of batches that rounds to none)
+    is a user error as well.
 
     A user error inside it is returned as is; any other cause (an unknown activation, an
     unexpected keyword, a GPU asked for on a machine without one) becomes a ConfigError
     naming the config key, so it is reported in one line like other bad values.
     """
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    if isinstance(err, MisconfigurationException):  # Lightning's own "this cannot work"
+        problem = ConfigError(f"Lightning refused the configuration: {err}")
+        problem.__cause__ = err
+        return problem
     if not isinstance(err, InstantiationException):
         return err
     root: BaseException = err
