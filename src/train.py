@@ -15,6 +15,7 @@ from cnnlab.training.entry import config_syntax_problem, run_entry
 from cnnlab.training.run import train
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -32,11 +33,11 @@ if __name__ == "__main__":
     # `--resume <sweep folder>`: the same sweep again, into its folder (docs/scaling.md).
     if len(sys.argv) == 3 and sys.argv[1] == "--resume":
         try:
-            sys.argv = [sys.argv[0], *resume_arguments(Path(sys.argv[2]))]
+            sys.argv = [sys.argv[0], *resume_arguments(Path(sys.argv[2]), CONF)]
         except CnnlabError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
-    if problem := config_syntax_problem(Path(__file__).resolve().parents[1] / "conf", sys.argv):
+    if problem := config_syntax_problem(CONF, sys.argv):
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)
     # A launcher or sweeper plugin that is not installed: say which extra brings it.

@@ -81,10 +81,15 @@ def test_a_run_leaves_config_checkpoints_events_and_metrics(trained_run: Path) -
     assert "hp_metric" not in tags
 
 
-def test_evaluate_reproduces_the_runs_test_accuracy(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_reproduces_the_runs_test_accuracy(
+    trained_run: Path, tmp_path: Path, synthetic_data_dir: Path
+) -> None:
     metrics = json.loads((trained_run / "metrics.json").read_text())
     result = run_cli(
-        "evaluate.py", f"ckpt_path={metrics['best']['checkpoint']}", f"paths.log_dir={tmp_path}"
+        "evaluate.py",
+        f"ckpt_path={metrics['best']['checkpoint']}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={synthetic_data_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("Test accuracy:"))

@@ -108,6 +108,7 @@ def test_a_checkpoint_trained_on_the_gpu_evaluates_on_the_cpu(
         f"ckpt_path={record['best']['checkpoint']}",
         "accelerator=cpu",
         f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={synthetic_data_dir}",
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     scored = metrics_of(next(tmp_path.glob("eval/runs/*")))

@@ -86,7 +86,7 @@ def _start_sweep(data_dir: Path, log_dir: Path, *overrides: str) -> subprocess.P
     )
 
 
-def test_a_killed_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
+def test_a_killed_sweep_copied_elsewhere_resumes_where_it_stopped_as_an_uninterrupted_one(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     # In sequence, so that the kill finds job 0 finished and job 1 under way.
@@ -101,7 +101,10 @@ def test_a_killed_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_on
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # no chance to react: as a crash or a power cut
     process.wait()
-    sweep = only("train/multiruns/*", tmp_path / "killed")
+    killed = only("train/multiruns/*", tmp_path / "killed")
+    # Resumed from a copy: its own checkpoints are used where they are, the original untouched.
+    sweep = Path(shutil.copytree(killed, tmp_path / "copied" / killed.name, symlinks=True))
+    original = {job.name: _digests(job) for job in killed.iterdir() if job.is_dir()}
     first = only("0_*", sweep)
     assert metrics_of(first)["status"] == "completed"
     assert metrics_of(only("1_*", sweep))["status"] == "running"
@@ -116,6 +119,8 @@ def test_a_killed_sweep_resumes_where_it_stopped_and_ends_as_an_uninterrupted_on
     for name in ("0_optimizer=adadelta", "1_optimizer=adam", "2_optimizer=adagrad"):
         assert _outcome(sweep / name) == _outcome(whole_dir / name), name
     assert "3 completed" in (sweep / "report.md").read_text()
+    assert not list(sweep.rglob("*-v[0-9]*.ckpt")), "versioned copies of checkpoints appeared"
+    assert {job.name: _digests(job) for job in killed.iterdir() if job.is_dir()} == original
 
 
 def test_resuming_runs_a_failed_job_again_and_keeps_the_completed_one(
@@ -230,7 +235,10 @@ def test_no_advertisements_and_evaluation_in_the_runs_own_precision(
     assert "💡" not in trained.stdout + trained.stderr
     record = metrics_of(only("train/runs/*", tmp_path))
     evaluated = run_cli(
-        "evaluate.py", f"ckpt_path={record['best']['checkpoint']}", f"paths.log_dir={tmp_path}"
+        "evaluate.py",
+        f"ckpt_path={record['best']['checkpoint']}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={synthetic_data_dir}",
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "Precision: bf16-mixed" in evaluated.stdout

@@ -255,3 +255,258 @@ def test_a_yaml_mistake_is_one_line_with_file_and_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
     assert result.stderr.startswith(f"Error: {conf / 'optimizer' / 'adam.yaml'}:12:")
+
+
+# -- files are data: nothing read from a file builds an object -----------------------------------
+
+
+def _write_text_target(path: Path) -> dict[str, object]:
+    """A config that, handed to Hydra's instantiate, writes `path`: what an attacker would save."""
+    return {
+        "_target_": "pathlib.Path.write_text",
+        "_args_": [{"_target_": "pathlib.Path", "_args_": [str(path)]}, "import os"],
+    }
+
+
+def _checkpoint(path: Path, data: object = None, net: object = None, **extra: object) -> Path:
+    """A checkpoint as cnnlab writes it (an untrained mlp on 28x28 MNIST), with the given
+    `cnnlab_config.data` and `hyper_parameters.net` in place of its own."""
+    from cnnlab.models.classifier import ImageClassifier
+
+    own_net = {"_target_": "cnnlab.models.nets.mlp", "hidden_sizes": [8], "activation": "relu"}
+    model = ImageClassifier(net=own_net, sample_shape=[1, 28, 28], num_classes=10)
+    data_cfg = {"_target_": "cnnlab.data.datasets.MNISTDataModule", "batch_size": 32}
+    hparams = {**model.hparams, "net": own_net if net is None else net}
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": hparams,
+        "cnnlab_config": {"data": data_cfg if data is None else data},
+        **extra,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("route", ["data", "net", "net inside an allowed one", "net argument"])
+def test_evaluating_a_checkpoint_whose_config_would_build_objects_runs_nothing(
+    synthetic_data_dir: Path, tmp_path: Path, route: str
+) -> None:
+    marker = tmp_path / "zz.pth"
+    evil = _write_text_target(marker)
+    crafted = {
+        "data": {"data": evil},
+        "net": {"net": {"_target_": "builtins.dict", "p": evil}},
+        "net inside an allowed one": {
+            "net": {"_target_": "cnnlab.models.nets.mlp", "hidden_sizes": [8], "init": evil}
+        },
+        "net argument": {"net": {"_target_": "cnnlab.models.nets.mlp", "_args_": [evil]}},
+    }[route]
+    hostile = _checkpoint(tmp_path / "shared.ckpt", **crafted)  # type: ignore[arg-type]
+    result = run_cli(
+        "evaluate.py",
+        f"ckpt_path={hostile}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        f"paths.data_dir={synthetic_data_dir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "is not built" in errors[0] or "is refused" in errors[0], errors[0]
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_the_projects_own_configs_evaluates_on_this_machines_data(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    # The file names a data folder elsewhere: the one read is this machine's paths.data_dir.
+    data = {"_target_": "cnnlab.data.datasets.MNISTDataModule", "data_dir": str(tmp_path / "x")}
+    ckpt = _checkpoint(tmp_path / "own.ckpt", data=data)
+    result = run_cli(
+        "evaluate.py",
+        f"ckpt_path={ckpt}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        f"paths.data_dir={synthetic_data_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Test accuracy:" in result.stdout
+    assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_without_a_checkpoint_says_how_to_give_one(tmp_path: Path) -> None:
+    result = run_cli("evaluate.py", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "Error: ckpt_path is required: python src/evaluate.py "
+        "ckpt_path=<run folder>/checkpoints/last.ckpt"
+    )
+
+
+def test_load_from_checkpoint_builds_only_the_projects_nets(tmp_path: Path) -> None:
+    from cnnlab.models.classifier import ImageClassifier
+
+    marker = tmp_path / "it-ran"
+    own = ImageClassifier.load_from_checkpoint(_checkpoint(tmp_path / "own.ckpt"))
+    assert own.hparams["net"]["_target_"] == "cnnlab.models.nets.mlp"
+    hostile = _checkpoint(tmp_path / "h.ckpt", net={"_target_": "builtins.dict", "p": 1})
+    with pytest.raises(ConfigError, match=r"hyper_parameters\.net\._target_='builtins\.dict'"):
+        ImageClassifier.load_from_checkpoint(hostile)
+    nested = {"_target_": "cnnlab.models.nets.mlp", "init": _write_text_target(marker)}
+    with pytest.raises(ConfigError, match=r"hyper_parameters\.net\.init holds dict"):
+        ImageClassifier.load_from_checkpoint(_checkpoint(tmp_path / "n.ckpt", net=nested))
+    assert not marker.exists()
+
+
+def _bomb(path: Path, inflated: int) -> Path:
+    """A real checkpoint whose tensor entry is stored deflated: small on disk, `inflated`
+    bytes once read."""
+    import zipfile
+
+    plain = _checkpoint(path.with_suffix(".plain"))
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as bomb:
+        for entry in source.infolist():
+            payload = source.read(entry)
+            if "/data/" in entry.filename and len(payload) > 1000:
+                payload = bytes(inflated)
+            bomb.writestr(entry.filename, payload, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_a_checkpoint_that_inflates_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from cnnlab.models.loading import read_checkpoint
+
+    bomb = _bomb(tmp_path / "bomb.ckpt", 64 * 2**20)
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ConfigError, match=r"holds compressed entries .* it is refused"):
+        read_checkpoint(bomb, "")
+
+
+def test_a_checkpoint_far_larger_than_its_model_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    from cnnlab.models.classifier import ImageClassifier
+    from cnnlab.models.loading import read_checkpoint
+
+    net = {"_target_": "cnnlab.models.nets.mlp", "hidden_sizes": [8], "activation": "relu"}
+    model = ImageClassifier(net=net, sample_shape=[1, 28, 28], num_classes=10)
+    big = _checkpoint(tmp_path / "big.ckpt", padding=torch.zeros(6 * 2**20))  # 24 MiB
+    with pytest.raises(ConfigError, match=r"holds 24\.\d MiB of tensors, more than a checkpoint"):
+        read_checkpoint(big, "", model=model)
+    with pytest.raises(ConfigError, match=r"more than a checkpoint of this model can"):
+        ImageClassifier.load_from_checkpoint(big)
+    assert read_checkpoint(_checkpoint(tmp_path / "fits.ckpt"), "", model=model)["state_dict"]
+
+
+# -- a sweep folder being resumed ----------------------------------------------------------------
+
+
+def _sweep_folder(folder: Path, *task: str, hydra: tuple[str, ...] = ()) -> Path:
+    """A sweep folder as Hydra leaves it, with the given saved overrides."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {"hydra": {"overrides": {"hydra": ["hydra.mode=MULTIRUN", *hydra], "task": task}}}
+    (folder / "multirun.yaml").write_text(yaml.safe_dump(saved))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("+callbacks.evil={_target_:pathlib.Path.write_text,_args_:[x]}", "only plain values"),
+        ("+callbacks.evil={a:1}", "only plain values"),
+        ("model.net._target_=os.system", "only plain keys"),
+        ("run_label=${oc.env:HOME}", "only plain values"),
+        ("callbacks.model_checkpoint.dirpath=/etc", "names a file or folder to write to"),
+        ("optimizer=evil", "optimizer has no option evil"),
+    ],
+)
+def test_a_resumed_sweep_takes_no_saved_override_that_could_build_or_write(
+    tmp_path: Path, override: str, problem: str
+) -> None:
+    from cnnlab.scale.sweeps import resume_arguments
+
+    sweep = _sweep_folder(tmp_path / "sweep", "optimizer=adam,sgd", override)
+    with pytest.raises(Exception, match="is not taken from a file") as info:
+        resume_arguments(sweep, ROOT / "conf")
+    assert problem in str(info.value) and "run its command again yourself" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "hydra_override",
+    ["hydra.searchpath=[file:///tmp]", "hydra.launcher.setup=[rm]", "hydra.job.chdir=true"],
+)
+def test_a_resumed_sweep_takes_no_saved_hydra_setting_beyond_the_launchers_numbers(
+    tmp_path: Path, hydra_override: str
+) -> None:
+    from cnnlab.scale.sweeps import resume_arguments
+
+    sweep = _sweep_folder(tmp_path / "sweep", "seed=1,2", hydra=(hydra_override,))
+    with pytest.raises(Exception, match="only the launcher's and sweeper's numbers"):
+        resume_arguments(sweep, ROOT / "conf")
+
+
+def test_a_resumed_sweep_takes_group_choices_and_plain_values(tmp_path: Path) -> None:
+    from cnnlab.scale.sweeps import resume_arguments
+
+    task = (
+        "optimizer=adadelta,adam,adagrad",
+        "head=A",
+        "trainer.max_epochs=3",
+        "seed=range(1,3)",
+        "run_label='model A'",
+        f"paths.data_dir={tmp_path}",
+        "model.net.hidden_sizes=[40,40]",
+    )
+    hydra = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    sweep = _sweep_folder(tmp_path / "sweep", *task, hydra=hydra)
+    arguments = resume_arguments(sweep, ROOT / "conf")
+    assert arguments[:3] == ["-m", *hydra] and arguments[3:-1] == list(task)
+    assert arguments[-1].startswith("hydra.sweep.dir=")
+
+
+def test_a_resume_with_a_crafted_override_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "it-ran"
+    evil = f"+callbacks.evil={{_target_:pathlib.Path.write_text,self:{marker},data:x}}"
+    sweep = _sweep_folder(tmp_path / "sweep", "seed=1,2", evil)
+    result = run_cli("train.py", "--resume", str(sweep))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is not taken from a file" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_sweep_folder_in_use_is_not_resumed_a_second_time(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    sweep = _sweep_folder(
+        tmp_path / "sweep", "seed=1,2", "debug=fast", f"paths.data_dir={synthetic_data_dir}"
+    )
+    job = sweep / "0_seed=1"
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"the first resume's")
+    holder = subprocess.Popen(  # the first resume, holding the folder
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from cnnlab.scale.locks import "
+            "hold_folder\nwith hold_folder(Path(sys.argv[1]), 'test'):\n print('held', "
+            "flush=True); time.sleep(60)",
+            str(sweep),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run_cli("train.py", "--resume", str(sweep))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: {sweep.resolve()} is in use by process {holder.pid} (test): wait for it to "
+        f"end, or stop it (kill {holder.pid}), then run this again"
+    ], result.stderr[-2000:]
+    assert (job / "checkpoints" / "last.ckpt").read_bytes() == b"the first resume's"
+    assert not (job / "metrics.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -98,6 +99,22 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
             }
         )
         self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run keeps its best
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any
+    ) -> ImageClassifier:
+        """The checkpoint's classifier, its net rebuilt only from a `_target_` the project's
+        configs name: the file's config is data, never code (`cnnlab.models.loading`)."""
+        from cnnlab.models.loading import load_classifier  # it imports this module
+
+        if kwargs.get("weights_only") is False or set(kwargs) - {"weights_only", "strict"}:
+            raise TypeError(
+                "ImageClassifier.load_from_checkpoint takes map_location only: the net and its "
+                "sizes come from the checkpoint, checked against conf/model/"
+            )
+        model = load_classifier(Path(checkpoint_path))
+        return model.to(map_location) if isinstance(map_location, str | torch.device) else model
 
     @property
     def num_parameters(self) -> int:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.errors import CnnlabError
 from cnnlab.results.record import COMPLETED, METRICS_FILE, is_location_key, read_json
 from cnnlab.results.text import plain
+from cnnlab.trust import override_problem
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,9 @@ def swept_keys(sweep_dir: Path, sweeper_params: Any = None) -> list[str]:
     """The keys a sweep varies: its sweep overrides (`a,b`, `range(...)`, ...) and the
     sweeper's own parameters (`hydra.sweeper.params`, which Optuna searches)."""
     keys: list[str] = []
-    saved = sweep_dir / MULTIRUN_FILE
-    if saved.is_file():
-        task = OmegaConf.load(saved).hydra.overrides.task
-        keys += [o.key_or_group for o in _parse(list(task)) if o.is_sweep_override()]
+    if (sweep_dir / MULTIRUN_FILE).is_file():
+        task = saved_overrides(sweep_dir)["task"]
+        keys += [o.key_or_group for o in _parse(task) if o.is_sweep_override()]
     keys += [str(k) for k in (sweeper_params or {}) if str(k) not in keys]
     return [k for k in keys if not is_location_key(k)]
 
@@ -137,20 +140,58 @@ def hydra_quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
-def resume_arguments(sweep_dir: Path) -> list[str]:
+def saved_overrides(sweep_dir: Path) -> dict[str, list[str]]:
+    """The command-line overrides a sweep saved in its `multirun.yaml` (`task` and `hydra`),
+    read as plain YAML: lists of strings, nothing resolved or built."""
+    saved = sweep_dir / MULTIRUN_FILE
+    try:
+        overrides = (yaml.safe_load(saved.read_text()) or {})["hydra"]["overrides"]
+        lists = {name: overrides.get(name) or [] for name in ("task", "hydra")}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
+        raise CnnlabError(
+            f"{saved} cannot be read as a sweep's {MULTIRUN_FILE} ({type(err).__name__}): "
+            "give the folder that the sweep printed, with its own file"
+        ) from err
+    for name, items in lists.items():
+        if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
+            raise CnnlabError(f"{saved}: hydra.overrides.{name} is not a list of overrides")
+    return lists
+
+
+def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
     """The command line that runs a sweep again into its own folder: its overrides, as saved in
-    `multirun.yaml`, and `hydra.sweep.dir=<the folder>`."""
+    `multirun.yaml`, and `hydra.sweep.dir=<the folder>`.
+
+    The file is data, not code: each saved override must choose options of the config groups
+    in `conf_dir` or set a plain value (`cnnlab.trust.override_problem`); anything else is
+    refused, and the user runs the sweep's command again themselves.
+    """
     saved = sweep_dir / MULTIRUN_FILE
     if not saved.is_file():
         raise CnnlabError(
             f"{sweep_dir} is not a sweep folder (it has no {MULTIRUN_FILE}): give the folder "
             "under outputs/train/multiruns/ that the sweep printed"
         )
-    overrides = OmegaConf.load(saved).hydra.overrides
+    overrides = saved_overrides(sweep_dir)
     own = ("hydra.sweep.dir", "hydra.mode")
-    hydra = [o for o in overrides.hydra if o.lstrip("+~").split("=", 1)[0] not in own]
+    hydra = [o for o in overrides["hydra"] if o.lstrip("+~").split("=", 1)[0] not in own]
     folder = hydra_quoted(str(sweep_dir.resolve()))
-    return ["-m", *hydra, *overrides.task, f"hydra.sweep.dir={folder}"]
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+
+        def group_options(key: str) -> list[str] | None:
+            parent, _, name = key.lstrip("+~").rpartition("/")
+            return loader.get_group_options(key) if name in loader.list_groups(parent) else None
+
+        checks = [(o, False) for o in overrides["task"]] + [(o, True) for o in hydra]
+        for override, is_hydra in checks:
+            if problem := override_problem(override, group_options, hydra=is_hydra):
+                raise CnnlabError(
+                    f"{saved}: the saved override {override!r} is not taken from a file: "
+                    f"{problem}. If this sweep is yours, run its command again yourself with "
+                    f"hydra.sweep.dir={folder} (it resumes the same way)"
+                )
+    return ["-m", *hydra, *overrides["task"], f"hydra.sweep.dir={folder}"]
 
 
 def expected_jobs(sweep_dir: Path) -> int | None:
@@ -160,9 +201,11 @@ def expected_jobs(sweep_dir: Path) -> int | None:
     if not saved.is_file():
         return None
     try:
-        hydra = OmegaConf.load(saved).hydra
-        params = OmegaConf.select(hydra, "sweeper.params") or {}
-        overrides = [*hydra.overrides.task, *(f"{k}={v}" for k, v in params.items())]
+        params = (yaml.safe_load(saved.read_text())["hydra"].get("sweeper") or {}).get("params")
+        overrides = [
+            *saved_overrides(sweep_dir)["task"],
+            *(f"{k}={v}" for k, v in (params or {}).items()),
+        ]
         count = 1
         for override in _parse(overrides):
             if override.is_sweep_override():

@@ -1,53 +1,39 @@
-"""Checkpoints: reading one safely, what a stopped run keeps, and resuming into a new folder."""
+"""Checkpoints: what a stopped run keeps, resuming into a new folder, writing atomically.
+
+Reading one from a file safely: `cnnlab.models.loading`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import pickle
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from cnnlab.errors import ConfigError
+from cnnlab.scale.locks import hold_folder
 from cnnlab.training.callbacks import RunHistory
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: Path, what_to_give: str) -> Any:
-    """The checkpoint file's contents, or one clear error saying why it cannot be used.
-
-    Read with `weights_only=True`: tensors and plain values only, so a checkpoint from
-    elsewhere cannot run code while it loads (cnnlab's own hold nothing else). Every other
-    load (resuming, testing, evaluating) passes the same flag to Lightning.
-    """
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={path} does not exist: {what_to_give}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "global" not in str(err):  # no object it would build: the file is not a pickle
-            raise ConfigError(
-                f"ckpt_path={path} could not be read (UnpicklingError: {err}); it is not a "
-                "checkpoint, or it is damaged"
-            ) from err
-        raise ConfigError(
-            f"ckpt_path={path} holds objects other than tensors and plain values, which could "
-            "run code while loading, so it is refused: use a checkpoint written by cnnlab "
-            f"({_refused_global(err)})"
-        ) from err
-    except Exception as err:
-        raise ConfigError(
-            f"ckpt_path={path} could not be read ({type(err).__name__}: {err}); it is not a "
-            "checkpoint, or it is damaged"
-        ) from err
+@contextlib.contextmanager
+def holding_resumed_folder(ckpt_path: Any) -> Iterator[None]:
+    """While a run resumes from `ckpt_path`, no other process resumes from its run folder
+    (`cnnlab.scale.locks`); rank 0 alone holds it under DDP."""
+    if not ckpt_path or rank_zero_only.rank != 0:
+        yield
+        return
+    path = Path(str(ckpt_path)).expanduser()
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    with hold_folder(folder, f"a run resumes from {path.name}"):
+        yield
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -72,12 +58,14 @@ def progress_record(trainer: pl.Trainer) -> dict[str, Any]:
 
 
 class ResumableModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose resumed run, in its own new folder, keeps the best so far.
+    """ModelCheckpoint whose resumed run, in another folder, keeps the best so far.
 
-    Lightning forgets the best score when a run resumes into another folder, so a resumed run
+    Lightning forgets the best score when a run resumes from another folder, so a resumed run
     would take its next epoch as the best and test a different checkpoint than the
-    uninterrupted run. Here the best checkpoints are copied into the new folder (the old
-    run's folder is never written to) and their scores kept.
+    uninterrupted run. Here the best checkpoints are taken into the new folder (copied from the
+    old run's folder, which is never written to) and their scores kept. A folder that was
+    copied or moved already holds them, and its own `last.ckpt`: both are used where they
+    are, so no `-v1` copies appear.
     """
 
     @property
@@ -93,24 +81,32 @@ class ResumableModelCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath", self.dirpath)
-        best_k = state_dict.get("best_k_models") or {}
-        if old_dir == self.dirpath or self.dirpath is None or not best_k:
+        if old_dir == self.dirpath or self.dirpath is None:
             super().load_state_dict(state_dict)
             return
-        if not all(Path(path).is_file() for path in best_k):
+        folder = Path(self.dirpath)
+
+        def here(path: Any) -> str:
+            return str(folder / Path(str(path)).name) if path else ""
+
+        best_k = state_dict.get("best_k_models") or {}
+        missing = [p for p in best_k if not (Path(here(p)).is_file() or Path(p).is_file())]
+        if missing:
             log.warning("The best checkpoints of the resumed run are gone; best restarts here.")
             super().load_state_dict(state_dict)
             return
-        moved = {path: str(Path(self.dirpath) / Path(path).name) for path in best_k}
         if rank_zero_only.rank == 0:  # one process writes checkpoints, as Lightning does
-            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
-            for old, new in moved.items():
-                shutil.copy2(old, new)
-        self.best_k_models = {moved[path]: score for path, score in best_k.items()}
-        self.best_model_path = moved.get(state_dict.get("best_model_path", ""), "")
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in best_k:
+                if not Path(here(path)).is_file():
+                    shutil.copy2(path, here(path))
+        self.best_k_models = {here(path): score for path, score in best_k.items()}
+        self.best_model_path = here(state_dict.get("best_model_path"))
         self.best_model_score = state_dict.get("best_model_score")
-        self.kth_best_model_path = moved.get(state_dict.get("kth_best_model_path", ""), "")
+        self.kth_best_model_path = here(state_dict.get("kth_best_model_path"))
         self.kth_value = state_dict.get("kth_value", self.kth_value)
+        if Path(last := here(state_dict.get("last_model_path"))).is_file():
+            self.last_model_path = last  # this folder's own: overwritten, not versioned
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -129,10 +125,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _refused_global(err: Exception) -> str:
-    """The line of torch's message that names what the file would have built."""
-    lines = [line for line in str(err).splitlines() if "global" in line]
-    line = lines[0] if lines else str(err).splitlines()[-1]
-    return line.split(" Please use", 1)[0].strip()[:200]

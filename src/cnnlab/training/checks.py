@@ -18,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.data.datamodule import DATA_RULES, ImageDataModule
 from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
+from cnnlab.models.loading import read_checkpoint
 from cnnlab.models.nets import ACTIVATIONS, INITS
 from cnnlab.results.record import is_location_key
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
-from cnnlab.training.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def check_resume_checkpoint(cfg: DictConfig, model: ImageClassifier) -> None:
         path,
         "give the checkpoints/last.ckpt of the run to resume (an interrupted run prints "
         "the full command)",
+        model=model,
     )
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "loops" not in checkpoint:
@@ -192,9 +193,11 @@ def check_resume_checkpoint(cfg: DictConfig, model: ImageClassifier) -> None:
 
     ours = model.state_dict()
     clashes = [
-        f"{key}: {tuple(value.shape)} in the checkpoint, {tuple(ours[key].shape)} here"
+        f"{key}: {tuple(getattr(value, 'shape', ()))} in the checkpoint, "
+        f"{tuple(ours[key].shape)} here"
         for key, value in state.items()
-        if key in ours and tuple(value.shape) != tuple(ours[key].shape)
+        if key in ours
+        and (not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ours[key].shape))
     ]
     clashes += [
         f"{key}: only in the checkpoint"
@@ -207,11 +210,14 @@ def check_resume_checkpoint(cfg: DictConfig, model: ImageClassifier) -> None:
         if key.startswith("net.") and key not in state
     ]
     if clashes:
-        trained = checkpoint.get("hyper_parameters", {})
+        trained = checkpoint.get("hyper_parameters")
+        trained = trained if isinstance(trained, dict) else {}
+        net = trained.get("net") if isinstance(trained.get("net"), dict) else {}
+        shape = trained.get("sample_shape")
         built_for = (
-            f" (it holds {trained.get('net', {}).get('_target_', 'a net')} for "
-            f"{_shape(trained['sample_shape'])} images and {trained.get('num_classes')} classes)"
-            if "sample_shape" in trained
+            f" (it holds {str(net.get('_target_', 'a net'))[:100]} for "
+            f"{_shape(shape)} images and {trained.get('num_classes')} classes)"
+            if isinstance(shape, list) and all(isinstance(s, int) for s in shape)
             else ""
         )
         raise ConfigError(

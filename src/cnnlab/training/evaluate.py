@@ -1,4 +1,9 @@
-"""Test a saved checkpoint; everything needed to rebuild the run travels inside the file."""
+"""Test a saved checkpoint on the official test split.
+
+The checkpoint is data: its net and datamodule are rebuilt only from `_target_`s that the
+project's config groups name (`cnnlab.trust`), with plain values; the data folder is this
+machine's (`paths.data_dir`), never a path read from the file.
+"""
 
 from __future__ import annotations
 
@@ -10,37 +15,67 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.errors import CnnlabError
-from cnnlab.models.classifier import ImageClassifier
+from cnnlab.data.datamodule import ImageDataModule
+from cnnlab.errors import ConfigError
+from cnnlab.models.loading import load_classifier, read_checkpoint
 from cnnlab.results.record import METRICS_FILE, write_json
-from cnnlab.training.checkpoint import read_checkpoint
 from cnnlab.training.interruption import StopOnSignal
+from cnnlab.trust import plain_config, trusted_targets
 
 log = logging.getLogger(__name__)
 
+USAGE = "python src/evaluate.py ckpt_path=<run folder>/checkpoints/last.ckpt"
+# Precisions a run of cnnlab trains in; anything else read from a file falls back to fp32.
+_PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 
-def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
-    checkpoint = read_checkpoint(ckpt_path, "pass ckpt_path=<run folder>/checkpoints/<file>.ckpt")
-    if not isinstance(checkpoint, dict) or "cnnlab_config" not in checkpoint:
-        raise CnnlabError(
+
+def checkpoint_config(checkpoint: Any, ckpt_path: Path) -> dict[str, Any]:
+    """The run config a cnnlab checkpoint carries (plain values, read but never built)."""
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("cnnlab_config"), dict):
+        raise ConfigError(
             f"Checkpoint {ckpt_path} was not written by cnnlab's train.py (no 'cnnlab_config')."
         )
     return checkpoint["cnnlab_config"]
 
 
+def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
+    return checkpoint_config(read_checkpoint(ckpt_path, f"run {USAGE}"), ckpt_path)
+
+
+def datamodule_of(run_cfg: dict[str, Any], ckpt_path: Path, cfg: DictConfig) -> ImageDataModule:
+    """The run's datamodule, from the project's data configs, reading this machine's folder."""
+    data = plain_config(
+        run_cfg.get("data"),
+        f"{ckpt_path}: cnnlab_config.data",
+        trusted_targets("data", extra=cfg.get("trusted_targets") or ()),
+        "the checkpoint names a datamodule that conf/data/ does not (add yours there, or to "
+        "trusted_targets)",
+    )
+    data["data_dir"] = str(cfg.data_dir)
+    data["download"] = bool(cfg.download)
+    if cfg.get("batch_size"):
+        data["eval_batch_size"] = int(cfg.batch_size)
+    return instantiate(data)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test loss and accuracy of `cfg.ckpt_path`, printed as the seed does and saved as JSON."""
-    ckpt_path = Path(cfg.ckpt_path).expanduser()
-    run_cfg = OmegaConf.create(load_checkpoint_config(ckpt_path))
-    data_cfg = run_cfg.data
-    if cfg.get("data_dir"):
-        data_cfg.data_dir = cfg.data_dir
-    if cfg.get("batch_size"):
-        data_cfg.eval_batch_size = cfg.batch_size
-    datamodule = instantiate(data_cfg)
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
+        raise ConfigError(f"ckpt_path is required: {USAGE}")
+    ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
+    checkpoint = read_checkpoint(ckpt_path, f"run {USAGE}")
+    run_cfg = checkpoint_config(checkpoint, ckpt_path)
+    datamodule = datamodule_of(run_cfg, ckpt_path, cfg)
+    model = load_classifier(
+        ckpt_path,
+        checkpoint,
+        sample_shape=list(datamodule.sample_shape),
+        num_classes=datamodule.num_classes,
+        extra_nets=cfg.get("trusted_targets") or (),
+    )
     # The run's own precision unless asked otherwise, so the accuracy is the run's.
-    precision = cfg.get("precision") or OmegaConf.select(run_cfg, "trainer.precision") or "32-true"
+    trained_in = (run_cfg.get("trainer") or {}).get("precision")
+    precision = cfg.get("precision") or (trained_in if trained_in in _PRECISIONS else "32-true")
     log.info("Evaluating in precision %s", precision)
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,

@@ -30,7 +30,7 @@ from cnnlab.scale.job_resources import quiet_for_parallel_jobs
 from cnnlab.speed.lightning_trims import NoProfiler
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
-from cnnlab.training.checkpoint import AtomicCheckpointIO
+from cnnlab.training.checkpoint import AtomicCheckpointIO, holding_resumed_folder
 from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
 from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
@@ -134,8 +134,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         write_json(metrics_path, summary)  # a run that stops early still says what it was
 
     start = time.perf_counter()
-    with ddp_children_run_this_job(trainer):
-        # weights_only: tensors and plain values only (cnnlab.training.checkpoint.read_checkpoint)
+    with ddp_children_run_this_job(trainer), holding_resumed_folder(cfg.get("ckpt_path")):
+        # weights_only: tensors and plain values only (cnnlab.models.loading.read_checkpoint)
         trainer.fit(
             model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
         )
