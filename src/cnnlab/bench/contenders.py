@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from cnnlab.bench.timing import StepClock, StepPhases, TrainWindow, sync
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.sampling import IndexBatchSampler
+from cnnlab.models.optimizers import build_optimizer
 from cnnlab.seed import normalize_tensor
 from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
@@ -61,7 +62,7 @@ class BareLoop:
         ).to(device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.optimizer = instantiate(cfg.optimizer)(self.net.parameters())
+        self.optimizer = build_optimizer(instantiate(cfg.optimizer), self.net.parameters())
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = normalize_tensor(images)

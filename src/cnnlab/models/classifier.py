@@ -21,6 +21,7 @@ from torchmetrics.classification import (
 
 from cnnlab.models.metrics import ConfusionMatrix, SampleMean
 from cnnlab.models.nets import count_parameters
+from cnnlab.models.optimizers import build_optimizer
 from cnnlab.speed.layout import use_channels_last
 from cnnlab.speed.lightning_trims import CheapHookBookkeeping
 
@@ -224,7 +225,7 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("ImageClassifier was built without an optimizer; pass one to train")
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
         return {
