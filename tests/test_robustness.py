@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
 import os
 import pickle
 import shutil
@@ -20,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -42,6 +44,7 @@ from cnnlab.errors import (
 )
 from cnnlab.models import nets
 from cnnlab.models.classifier import ImageClassifier
+from cnnlab.training.callbacks import RunHistory
 from cnnlab.training.checkpoint import ResumableModelCheckpoint
 from cnnlab.training.checks import (
     check_model_fits_data,
@@ -50,8 +53,9 @@ from cnnlab.training.checks import (
     validate_train_config,
 )
 from cnnlab.training.divergence import DivergenceGuard
-from cnnlab.training.entry import as_user_error
+from cnnlab.training.entry import as_user_error, run_entry
 from cnnlab.training.interruption import StopOnSignal, stop_on_signals
+from cnnlab.training.run import train
 from conftest import CONF_DIR
 
 # -- bad configuration ---------------------------------------------------------------------------
@@ -540,6 +544,59 @@ def test_first_signal_asks_to_stop_at_a_batch_boundary_second_stops_at_once() ->
     assert info.value.record["interrupted_at"] == {"epoch": 0, "step": 7, "signal": "SIGINT"}
     assert "No epoch had finished, so there is no checkpoint" in str(info.value)
     assert signal.getsignal(signal.SIGINT) is before and request.signum is None
+
+
+class _CtrlCWhileTesting(pl.Callback):
+    """Sends this process a real SIGINT at the first test batch, as Ctrl-C would."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def on_test_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_while_testing_keeps_every_finished_epoch_in_the_record(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """Testing loads the best checkpoint, callbacks' state included: an earlier epoch's
+    history must not replace the run's own."""
+    cfg = compose_cfg(
+        [
+            f"paths.data_dir={synthetic_data_dir}",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.progress_bar.enabled=false",
+            "logger=csv",
+            "callbacks.model_checkpoint.mode=min",  # the worst epoch as "best": an early one
+        ]
+    )
+    ctrl_c = _CtrlCWhileTesting()
+    with pytest.raises(SystemExit) as info:
+        run_entry(lambda c: train(c, extra_callbacks=[ctrl_c]), cfg)
+    assert ctrl_c.sent and info.value.code == 130
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "during test" in record["error"]
+    assert record["epochs"] == 3 and [e["epoch"] for e in record["history"]] == [0, 1, 2]
+    tested = [p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")]
+    assert len(tested) == 1 and not tested[0].startswith("epoch002")  # an earlier epoch
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"  # not the tested one
+    assert record["last_checkpoint"] == str(last) and str(last) in record["resume_command"]
+
+
+def test_loading_a_checkpoint_fills_in_the_history_and_never_drops_later_epochs() -> None:
+    saved = RunHistory()
+    saved.epochs = [{"epoch": 0, "val/acc": 0.5}, {"epoch": 1, "val/acc": 0.9}]
+    resumed = RunHistory()
+    resumed.load_state_dict(saved.state_dict())  # resuming: the epochs before the checkpoint
+    assert resumed.epochs == saved.epochs
+    resumed.epochs.append({"epoch": 2, "val/acc": 0.8})
+    resumed.load_state_dict({"epochs": saved.epochs[:1]})  # testing an earlier best checkpoint
+    assert [e["epoch"] for e in resumed.epochs] == [0, 1, 2]
 
 
 # -- exact resumption ----------------------------------------------------------------------------

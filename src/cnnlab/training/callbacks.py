@@ -96,7 +96,12 @@ class RunHistory(pl.Callback):
         return {"epochs": self.epochs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = list(state_dict.get("epochs", []))
+        """Merge by epoch, never replace: resuming fills in the epochs before the checkpoint,
+        while `trainer.test` (which restores callbacks from the best checkpoint, often an
+        earlier epoch) must not roll back the epochs this run finished."""
+        merged = {int(e["epoch"]): e for e in state_dict.get("epochs", [])}
+        merged.update({int(e["epoch"]): e for e in self.epochs})
+        self.epochs = [merged[epoch] for epoch in sorted(merged)]
 
 
 class ConfigInCheckpoint(pl.Callback):

@@ -114,16 +114,23 @@ def resume_command(checkpoint: str) -> str:
     return shlex.join(["python", script, *overrides, f"ckpt_path={hydra_quoted(checkpoint)}"])
 
 
-def interruption(trainer: pl.Trainer, signum: int) -> Interrupted:
-    """The error that ends an interrupted run: where it stopped and how to resume it."""
+def interruption(
+    trainer: pl.Trainer, signum: int, trained: dict[str, Any] | None = None
+) -> Interrupted:
+    """The error that ends an interrupted run: where it stopped and how to resume it.
+
+    `trained`: what training kept when it ended (`progress_record`), for a signal after it:
+    testing loads the best checkpoint, and with it the callbacks' state of that epoch.
+    """
     name = signal.Signals(signum).name
-    record = progress_record(trainer)
+    stage = getattr(getattr(trainer, "state", None), "fn", None) or TrainerFn.FITTING
+    fitting = stage == TrainerFn.FITTING or trained is None
+    record = progress_record(trainer) if fitting else dict(trained)  # type: ignore[arg-type]
     record["interrupted_at"] = {
         "epoch": trainer.current_epoch,
         "step": trainer.global_step,
         "signal": name,
     }
-    stage = getattr(getattr(trainer, "state", None), "fn", None) or TrainerFn.FITTING
     if stage == TrainerFn.FITTING:
         where = (
             f"at epoch {trainer.current_epoch}, step {trainer.global_step}; "
@@ -149,10 +156,14 @@ class StopOnSignal(pl.Callback):
     last epoch-end checkpoint intact; resuming from it replays the interrupted epoch exactly.
     """
 
+    def __init__(self) -> None:
+        # What training kept when it ended: the record of a signal while testing after it.
+        self.trained: dict[str, Any] | None = None
+
     def _stop_if_requested(self, trainer: pl.Trainer) -> None:
         signum = stop_request().signum
         if signum is not None:
-            raise interruption(trainer, signum)
+            raise interruption(trainer, signum, self.trained)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -160,7 +171,10 @@ class StopOnSignal(pl.Callback):
         """Lightning stopped the run itself: keep what `run_entry` needs to record it."""
         request = stop_request()
         if isinstance(exception, (KeyboardInterrupt, SystemExit)):
-            request.stopped = interruption(trainer, request.signum or signal.SIGINT)
+            request.stopped = interruption(trainer, request.signum or signal.SIGINT, self.trained)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.trained = progress_record(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_if_requested(trainer)
