@@ -1,7 +1,8 @@
 """Build a sweep report: `python src/report.py [FOLDER]` (default: the newest sweep).
 
 FOLDER may be a sweep (outputs/train/multiruns/<sweep>), a single run folder, or a folder
-holding several sweeps; `report.md` and its figures are written into it.
+holding several sweeps; `report.md` and its figures are written into it. Ctrl-C or SIGTERM
+while it is written: one line, no half-written report, exit code 128 + the signal number.
 """
 
 import argparse
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 from cnnlab.results.markdown import runs_table
-from cnnlab.results.report import build_report, newest_sweep
+from cnnlab.results.report import ReportStopped, build_report_or_stop, newest_sweep
+from cnnlab.results.text import plain
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -24,15 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         folder = args.folder or newest_sweep(Path(os.environ["CNNLAB_ROOT"]) / "outputs")
-        report = build_report(folder)
+        report = build_report_or_stop(folder)
     except CnnlabError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        print(f"Error: {plain(err)}", file=sys.stderr)
         return err.exit_code
+    except ReportStopped as stop:
+        print(f"Error: {plain(stop.message)}", file=sys.stderr)
+        return stop.exit_code
     for group in report.groups:
-        print(f"{group.folder}:\n{runs_table(group.runs, report.path.parent)}\n")
-    print(f"Report: {report.path} ({len(report.runs)} run(s), built in {report.seconds:.1f} s)")
+        print(f"{plain(group.folder)}:\n{runs_table(group.runs, report.path.parent)}\n")
+    print(
+        plain(f"Report: {report.path} ({len(report.runs)} run(s), built in {report.seconds:.1f} s)")
+    )
     if report.problems:
-        print(f"Error: the report is incomplete: {'; '.join(report.problems)}", file=sys.stderr)
+        problems = plain("; ".join(report.problems))
+        print(f"Error: the report is incomplete: {problems}", file=sys.stderr)
         return 1
     return 0
 

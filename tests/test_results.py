@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import io
 import json
+import logging
 import re
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +18,31 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
+from matplotlib.text import Text
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cnnlab.data import MNISTDataModule
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.metrics import ConfusionMatrix
+from cnnlab.results import run_files
 from cnnlab.results.confusion import normalize_rows
+from cnnlab.results.figures import (
+    confusion_grid_figure,
+    curves_figure,
+    sweep_curves_figure,
+    times_figure,
+    to_rgb,
+)
 from cnnlab.results.report import build_report
-from conftest import metrics_of, run_cli
+from cnnlab.results.sweep_summary import SweepSummary
+from cnnlab.results.text import PlainLogText
+from cnnlab.scale.sweeps import job_dir_name
+from cnnlab.training import dashboard
+from cnnlab.training.dashboard import dashboard_hparams
+from cnnlab.training.run import train
+from conftest import ROOT, metrics_of, run_cli, run_sweep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OPTIMIZERS = ["adadelta", "adam", "adagrad"]
@@ -335,3 +357,324 @@ def test_a_folder_of_sweeps_gets_one_section_per_sweep(
     for name in ("sweep_a", "sweep_b"):
         _assert_png(tmp_path / f"report_{name}_confusion_val.png")
     assert not [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("sweep_")]
+
+
+# -- labels are text, and a report survives any record -------------------------------------------
+NASTY = "<img src=x onerror=alert(1)> $x^$ a|b\n## injected \x1b[2J\x1b]0;title\x07 _"
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _cells(line: str) -> list[str]:
+    """A Markdown table row's cells, split at its unescaped pipes."""
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+def _write_run(folder: Path, record: Any, confusion: Any = None) -> Path:
+    """A run folder as src/train.py leaves one, with a record written by the test itself."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("model: {}\n")
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={folder.name}\n")
+    (folder / "metrics.json").write_text(json.dumps(record))
+    if confusion is not None:
+        (folder / "confusion.json").write_text(json.dumps(confusion))
+    return folder
+
+
+def _completed_record(val_acc: float, **fields: Any) -> dict[str, Any]:
+    history = [{"epoch": e, "train/loss": 1.0 - e / 10, "val/acc": val_acc} for e in range(2)]
+    return {
+        "status": "completed",
+        "best": {"epoch": 1, "val/acc": val_acc, "val/loss": 0.5, "checkpoint": None},
+        "test": {"test/acc": 0.5, "test/loss": 0.7, "checkpoint": "final weights"},
+        "time": {"train_s": 1.5},
+        "epochs": 2,
+        "params": 1234,
+        "history": history,
+        **fields,
+    }
+
+
+def _report_script() -> Any:
+    """src/report.py as a module, to run its main() in this process."""
+    spec = importlib.util.spec_from_file_location("report_script", ROOT / "src" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_shows_labels_statuses_errors_and_class_names_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["<i>cat</i>", "$c^$|\x1b[2J"]
+    matrix = [[3, 1], [0, 4]]
+    per_class = {
+        n: {"precision": 1.0, "recall": 1.0, "specificity": 1.0, "support": 4} for n in names
+    }
+    sweep = tmp_path / "sweep"
+    _write_run(
+        sweep / "0_a",
+        _completed_record(0.9, label=NASTY, test_per_class=per_class),
+        {"class_names": names, "epoch": 1, "train": matrix, "val": matrix, "test": matrix},
+    )
+    _write_run(sweep / "1_<b>x|y", _completed_record(0.5, label="$y_$"))
+    _write_run(sweep / "2_b", {"status": "failed|x\n# status", "error": NASTY, "label": "<s>"})
+
+    report = build_report(sweep)
+    text = report.path.read_text()
+    assert not re.search(r"<(img|i|b|s|script)\b", text) and "&lt;img src=x" in text
+    assert not CONTROL.search(text)
+    assert not re.search(r"^#+ (injected|status)", text, re.M)  # no heading from a value
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| class"):
+            assert len(_cells(line)) in (3, 5, 10), line  # one row, its own cells
+    failed = _section(text, "Runs that did not complete")
+    assert "| 2_b | failed\\|x # status | &lt;img src=x onerror=alert(1)&gt; $x^$ a\\|b" in failed
+    assert "| &lt;i&gt;cat&lt;/i&gt; | 1.0000 |" in _section(text, "Best run by validation")
+    assert report.groups[0].figure_errors == {}  # every figure drew its `$...$` text
+    for name in ("train_times", "curves", "confusion_train", "best_test_confusion"):
+        _assert_png(sweep / f"report_{name}.png")
+
+    assert _report_script().main([str(sweep)]) == 0
+    printed = capsys.readouterr()
+    assert not CONTROL.search(printed.out + printed.err) and "&lt;img" in printed.out
+
+
+def test_figures_draw_labels_as_written() -> None:
+    """`$...$` would be mathtext (an odd one raises), `_x` a label the legend hides."""
+    labels = ["$x^$", "_hidden", "a\x1b[2Jb", "L" * 300]
+    history = [{"epoch": 0, "train/loss": 1.0, "val/loss": 0.9}]
+    figures = [
+        times_figure(labels, [1.0] * len(labels)),
+        sweep_curves_figure([(label, history) for label in labels]),
+        confusion_grid_figure([(label, [[1, 0], [0, 1]], labels[:2]) for label in labels], "$t^$"),
+        curves_figure(history, title="$x^$"),
+    ]
+    for figure in figures:
+        to_rgb(figure)  # draws every text: raises on mathtext it cannot parse
+    texts = [t.get_text() for figure in figures for t in figure.findobj(Text)]
+    assert not any(CONTROL.search(t.replace("\n", "")) for t in texts)
+    legend = [t.get_text() for t in figures[1].axes[0].get_legend().get_texts()]
+    assert any("_hidden" in t for t in legend) and len(legend) == 2 * len(labels)
+
+
+def test_a_figure_that_fails_to_draw_leaves_the_run_completed(
+    synthetic_data_dir: Path,
+    compose_cfg: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("cannot draw this")
+
+    monkeypatch.setattr(run_files, "curves_figure", broken)
+    monkeypatch.setattr(dashboard, "to_rgb", broken)
+    cfg = compose_cfg(["debug=fast", f"paths.data_dir={synthetic_data_dir}", "logger=tensorboard"])
+    summary = train(cfg)
+    record = metrics_of(Path(cfg.paths.output_dir))
+    assert summary["status"] == record["status"] == "completed"
+    assert record["best"]["val/acc"] is not None and "test/acc" in record["test"]
+    folder = Path(cfg.paths.output_dir)
+    assert not (folder / "curves.png").exists() and (folder / "confusion_test.png").is_file()
+    assert "curves.png could not be drawn (the run's results are kept)" in caplog.text
+
+
+def test_job_folders_of_long_or_odd_labels_are_short_distinct_and_plain() -> None:
+    names = {
+        job_dir_name(0, "/sweep", label)
+        for label in ("L" * 300, "L" * 299 + "M", "é" * 300, "a/b\x1b[2J\x1b]0;t\x07 c")
+    }
+    assert len(names) == 4
+    for name in names:
+        assert len(name.encode()) <= 130 and not CONTROL.search(name) and "/" not in name
+    assert "0_a-b[2J]0;t_c" in names
+    assert job_dir_name(0, "/sweep", "L" * 300) == f"0_{'L' * 111}~{_sha1('L' * 300)[:8]}"
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def test_tensorboard_hparams_and_log_lines_hold_no_control_characters(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = compose_cfg(["run_label='a\x1b[2Jb\x1b]0;t\x07'"])
+    assert dashboard_hparams(cfg, {}, ["run_label"])["run_label"] == "a[2Jb]0;t"
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PlainLogText())
+    logger = logging.getLogger("cnnlab.test_plain_log")
+    logger.addHandler(handler)
+    try:
+        logger.warning("job %s:\n  %s", "a\x1b[2Jb", "c\x9bd")
+        try:
+            raise ValueError("\x1b]0;title\x07")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().startswith("job a[2Jb:\n  cd\nfailed\nTraceback")
+    assert not CONTROL.search(stream.getvalue()) and "ValueError: ]0;title" in stream.getvalue()
+
+
+def test_a_label_of_mathtext_html_escapes_and_300_characters_completes_and_reports(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    """The real sweep: its job completes with its metrics, its folder name fits, the report is
+    built, and nothing the label holds reaches the console, the log or report.md as markup."""
+    label = "$x^$ <script>alert(1)</script> \x1b[2J\x1b]0;title\x07 " + "L" * 300
+    result, sweep = run_sweep(
+        synthetic_data_dir,
+        tmp_path,
+        f"run_label='{label}'",
+        "debug=fast",
+        "callbacks.progress_bar.enabled=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    assert len(job.name.encode()) <= 130 and not CONTROL.search(job.name)
+    record = metrics_of(job)
+    assert record["status"] == "completed" and record["label"] == label
+    assert record["best"]["val/acc"] is not None and "test/acc" in record["test"]
+    report = (sweep / "report.md").read_text()
+    outside_code = re.sub(r"(`+).*?\1", "", report)  # a code span shows its text literally
+    assert "&lt;script&gt;" in report and "<script>" not in outside_code
+    assert not CONTROL.search(report)
+    assert (job / "curves.png").is_file() and (sweep / "report_curves.png").is_file()
+    shown = result.stdout + result.stderr + (job / "train.log").read_text()
+    assert "$x^$ <script>" in shown and not CONTROL.search(shown.replace("\n", ""))
+
+
+MISTYPED: dict[str, tuple[Any, str]] = {  # job folder: (its metrics.json, what the report names)
+    "1_params": (
+        {"status": "completed", "params": "abc"},
+        'params must be a whole number, not a string ("abc")',
+    ),
+    "2_best": (
+        {"status": "completed", "best": [1, 2]},
+        "best must be an object, not a list ([1, 2])",
+    ),
+    "3_list": ([{"status": "completed"}], "the file must be an object, not a list"),
+    "4_history": ({"status": "completed", "history": "x"}, "history must be a list"),
+    "5_string_number": (
+        {"status": "completed", "best": {"val/acc": "0.99"}},
+        'best.val/acc must be a number, not a string ("0.99")',
+    ),
+    "6_epoch": ({"status": "completed", "history": [{"epoch": "x"}]}, "history[0].epoch must be"),
+    "7_per_class": (
+        {"status": "completed", "test_per_class": {"cat": {"precision": 1}}},
+        "test_per_class.cat.recall is missing",
+    ),
+    "8_status": ({"status": 5}, "status must be a string, not a number (5)"),
+    "9_test": (
+        {"status": "completed", "test": {"test/acc": True}},
+        "test.test/acc must be a number",
+    ),
+    "10_time": ({"status": "completed", "time": {"train_s": "1"}}, "time.train_s must be a number"),
+    "11_overrides": ({"status": "completed", "overrides": "seed=1"}, "overrides must be a list"),
+    "12_no_status": ({"best": {}}, "status is missing"),
+}
+
+
+def test_a_mistyped_metrics_json_makes_its_job_unreadable_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    _write_run(sweep / "0_good", _completed_record(0.8, label="good"))
+    for name, (record, _) in MISTYPED.items():
+        _write_run(sweep / name, record)
+    _write_run(  # sound metrics, a confusion.json of the wrong shape
+        sweep / "13_confusion", _completed_record(0.9), {"class_names": ["a"], "test": [[1, 2]]}
+    )
+
+    report = build_report(sweep)
+    runs = {run.name: run for run in report.runs}
+    problems = "; ".join(report.problems)
+    for name, (_, named) in MISTYPED.items():
+        assert runs[name].status == "unreadable", name
+        assert f"{name}: its metrics.json cannot be read: {named}" in problems
+    assert "13_confusion: its confusion.json cannot be read: test must be a square" in problems
+    assert report.groups[0].best.name == "13_confusion"  # its metrics are sound
+    text = report.path.read_text()
+    assert text.count("**Incomplete:**") == 1 and text.count("| unreadable |") == 2 * len(
+        MISTYPED
+    )  # both tables
+
+    assert _report_script().main([str(sweep)]) == 1  # named, the report written, no traceback
+    assert "params must be a whole number" in capsys.readouterr().err
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with pytest.raises(SystemExit) as stop:
+        SweepSummary().on_multirun_end(config)
+    assert stop.value.code == 1
+    closing = capsys.readouterr().err
+    assert f"{len(MISTYPED)} job(s) of the sweep did not complete" in closing
+    assert "  1_params: unreadable (its metrics.json cannot be read: params must be" in closing
+    assert "  3_list: unreadable (its metrics.json cannot be read: the file must be" in closing
+
+
+@pytest.fixture
+def stop_signals_fail_the_test() -> Any:
+    """SIGINT and SIGTERM raise here if they reach the test's own handlers (instead of
+    killing pytest): the report must have taken them over."""
+
+    def reached(signum: int, frame: Any) -> None:
+        raise AssertionError(f"{signal.Signals(signum).name} was not handled by the report")
+
+    previous = {s: signal.signal(s, reached) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("stop_signals_fail_the_test")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "when", ["while a figure is saved", "before the rename", "after the rename"]
+)
+@pytest.mark.parametrize("entry", ["sweep end", "src/report.py"])
+def test_a_signal_while_the_report_is_written_leaves_it_whole_or_absent(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signum: int,
+    when: str,
+    entry: str,
+) -> None:
+    sweep = tmp_path / "my sweep"
+    record = {"status": "completed", "best": {"val/acc": 0.5}, "time": {"train_s": 1.0}}
+    _write_run(sweep / "0_a", record)
+    replace = Path.replace
+
+    def replace_with_a_signal(self: Path, target: Path) -> Path:
+        if Path(target).name == "report_train_times.png" and when == "while a figure is saved":
+            signal.raise_signal(signum)
+        if Path(target).name != "report.md":
+            return replace(self, target)
+        if when == "before the rename":
+            signal.raise_signal(signum)
+        moved = replace(self, target)
+        signal.raise_signal(signum)
+        return moved
+
+    monkeypatch.setattr(Path, "replace", replace_with_a_signal)
+    if entry == "sweep end":
+        config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+        with pytest.raises(SystemExit) as stop:
+            SweepSummary().on_multirun_end(config)
+        code = stop.value.code
+    else:
+        code = _report_script().main([str(sweep)])
+
+    assert code == 128 + signum
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    name = signal.Signals(signum).name
+    assert message.startswith(f"Error: Interrupted by {name} while writing the report")
+    if when != "after the rename":
+        assert not (sweep / "report.md").exists()
+        assert f"python src/report.py '{sweep}'" in message and "make report DIR=" in message
+    else:
+        assert (sweep / "report.md").read_text().endswith("None: every run completed.\n")
+        assert "was written whole" in message
+    assert not list(sweep.glob(".*.tmp")), "a temporary file was left"

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cnnlab.results.text import markdown
+
 CONFUSION_FILE = "confusion.json"
 
 
@@ -25,7 +27,7 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     ]
     for name, row in per_class.items():
         lines.append(
-            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | "
+            f"| {markdown(name)} | {row['precision']:.4f} | {row['recall']:.4f} | "
             f"{row['specificity']:.4f} | {int(row['support'])} |"
         )
     return "\n".join(lines)

@@ -2,13 +2,14 @@
 
 Figures are built as `matplotlib.figure.Figure` on a `FigureCanvasAgg`, never through pyplot,
 so no GUI backend is touched (headless machines, parallel sweep jobs) and no global figure
-state leaks between runs.
+state leaks between runs. Every text drawn from a run (labels, folder names, class names)
+goes through `cnnlab.results.text.figure_text`: mathtext never parses it.
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.results.confusion import normalize_rows
+from cnnlab.results.text import figure_text
 
 History = Sequence[Mapping[str, Any]]
 CURVES_FILE = "curves.png"
@@ -32,8 +34,15 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    """Written whole or not at all (temporary file, then rename), like every file readers use."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, format="png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        figure.savefig(tmp, dpi=dpi, format="png")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -44,8 +53,9 @@ def to_rgb(figure: Figure) -> np.ndarray:
 
 
 def wrap_label(label: str, width: int = 30) -> str:
-    """Break a long override list after its commas, so labels never squeeze the axes away."""
-    return textwrap.fill(label.replace(",", ", "), width).replace(", ", ",")
+    """Break a long override list after its commas and cut a very long label (the report's
+    table has it whole), so labels never squeeze the axes away; drawn as written."""
+    return figure_text(label, width, limit=4 * width)
 
 
 def _series(history: History, key: str) -> tuple[list[int], list[float]]:
@@ -74,14 +84,19 @@ def curves_figure(history: History, title: str = "") -> Figure:
         ax.legend()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if title:
-        figure.suptitle(title)
+        figure.suptitle(figure_text(title))
     return figure
 
 
 def draw_confusion(
-    ax: Axes, counts: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], title: str
+    ax: Axes,
+    counts: np.ndarray | Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    title: str,
+    wrap: int | None = None,
 ) -> None:
-    """Row-normalised matrix (rows = true class) with class names and each cell's value."""
+    """Row-normalised matrix (rows = true class) with class names and each cell's value;
+    the title wrapped to `wrap` characters."""
     normalised = normalize_rows(counts)
     size = len(normalised)
     ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -99,11 +114,12 @@ def draw_confusion(
                 color="white" if value > 0.5 else "black",
             )
     ticks = np.arange(size)
-    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right", fontsize=font + 1)
-    ax.set_yticks(ticks, labels=class_names, fontsize=font + 1)
+    names = [figure_text(name) for name in class_names]
+    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", fontsize=font + 1)
+    ax.set_yticks(ticks, labels=names, fontsize=font + 1)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(figure_text(title, wrap, limit=4 * wrap if wrap else None), fontsize=10)
 
 
 def confusion_figure(
@@ -124,10 +140,10 @@ def confusion_grid_figure(
     figure = new_figure(5.5 * columns, 6.0 * rows + 0.5)
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, (label, counts, class_names) in zip(axes, panels, strict=False):
-        draw_confusion(ax, counts, class_names, wrap_label(label, 60))
+        draw_confusion(ax, counts, class_names, label, wrap=60)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    figure.suptitle(title)
+    figure.suptitle(figure_text(title))
     return figure
 
 
@@ -159,6 +175,7 @@ def sweep_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
                 epochs, values = _series(history, f"{split}/{metric}")
                 which = "training" if split == "train" else "validation"
                 name = f"{wrap_label(run_label, 45)} ({which})"
+                name = f" {name}" if name.startswith("_") else name  # `_x` would be hidden
                 ax.plot(epochs, values, style, color=colour, markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)

@@ -33,6 +33,6 @@ def keras_epoch_line(
 def keras_log(history: list[Mapping[str, Any]], epochs: int | None) -> list[str]:
     """A run's whole log, from `metrics.json`'s history."""
     return [
-        keras_epoch_line(int(e["epoch"]), epochs, float(e.get("time/epoch_s", 0.0)), e)
+        keras_epoch_line(int(e["epoch"]), epochs, float(e.get("time/epoch_s") or 0.0), e)
         for e in history
     ]

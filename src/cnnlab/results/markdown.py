@@ -1,4 +1,7 @@
-"""The sweep report's Markdown: the runs table and each sweep's section, figure by figure."""
+"""The sweep report's Markdown: the runs table and each sweep's section, figure by figure.
+
+Every value from a run (labels, statuses, reasons, class names, folder names) goes through
+`cnnlab.results.text`: it reads as text, never as HTML or a broken table."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from urllib.parse import quote
 
 from cnnlab.results.confusion import CONFUSION_FILE, per_class_table
 from cnnlab.results.figures import CURVES_FILE
+from cnnlab.results.text import code, markdown
 
 if TYPE_CHECKING:
     from cnnlab.results.report import Group, Run
@@ -28,7 +32,8 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell or any inline text from a run: one line, literal (`text.markdown`)."""
+    return markdown(text)
 
 
 def runs_table(runs: list[Run], base: Path) -> str:
@@ -51,7 +56,7 @@ def runs_table(runs: list[Run], base: Path) -> str:
             fmt(run.test.get("test/loss"), ".4f"),
             "-" if record.get("epochs") is None else str(record["epochs"]),
             fmt(run.train_s, ".1f"),
-            "-" if params is None else f"{int(params):,}",
+            "-" if params is None else f"{int(params):,}",  # a whole number (record.py)
         ]
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -67,6 +72,8 @@ def relative(path: Path, base: Path) -> str:
 
 def _image(group: Group, key: str, alt: str, base: Path) -> list[str]:
     path = group.figures.get(key)
+    if key in group.figure_errors:
+        return [f"*Figure not drawn: {markdown(group.figure_errors[key])}*", ""]
     return [f"![{alt}]({_link(path, base)})", ""] if path else []
 
 
@@ -82,10 +89,15 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
     lines += _image(group, "confusion_train", "training-set confusion matrices", base)
     lines += [f"{h} Normalised confusion matrices, validation set (Fig. 9)", ""]
     lines += _image(group, "confusion_val", "validation-set confusion matrices", base)
-    missing = [r.label for r in group.runs if r.completed and not r.confusion]
+    missing = [
+        r.label for r in group.runs if r.completed and not r.confusion and not r.confusion_error
+    ]
     if missing:
         lines += [f"No {CONFUSION_FILE} (run made before cnnlab saved matrices): "
-                  f"{', '.join(missing)}.", ""]  # fmt: skip
+                  f"{markdown(', '.join(missing))}.", ""]  # fmt: skip
+    broken = [f"{r.label} ({r.confusion_error})" for r in group.runs if r.confusion_error]
+    if broken:
+        lines += [f"Unreadable {CONFUSION_FILE}: {markdown('; '.join(broken))}.", ""]
 
     lines += [f"{h} Best run by validation accuracy (Figs. 10-11)", ""]
     best = group.best
@@ -93,9 +105,9 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
         lines += ["No run completed with a validation accuracy, so there is no best run.", ""]
     else:
         test = best.test
-        scored_with = _relative_or(test.get("checkpoint", "-"), base)
+        scored_with = _relative_or(test.get("checkpoint") or "-", base)
         lines += [
-            f"**{cell(best.label)}** (`{relative(best.folder, base)}`): best validation "
+            f"**{cell(best.label)}** ({code(relative(best.folder, base))}): best validation "
             f"accuracy **{fmt(best.best_val_acc, '.4f')}** at epoch {best.best_epoch}. "
             "Chosen by validation accuracy only; the test set played no part in the choice.",
             "",
@@ -116,7 +128,8 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
     if failed or group.missing:
         lines += ["| run | status | reason |", "|---|---|---|"]
         lines += [
-            f"| {cell(relative(r.folder, base))} | {r.status} | {cell(r.reason)} |" for r in failed
+            f"| {cell(relative(r.folder, base))} | {cell(r.status)} | {cell(r.reason)} |"
+            for r in failed
         ]
         lines += [f"| job {n} | missing | its folder is gone |" for n in group.missing]
     else:
@@ -132,4 +145,4 @@ def _link(path: Path, base: Path) -> str:
 
 def _relative_or(path: str, base: Path) -> str:
     candidate = Path(path)
-    return f"`{relative(candidate, base)}`" if candidate.is_absolute() else path
+    return code(relative(candidate, base)) if candidate.is_absolute() else markdown(path)

@@ -9,13 +9,20 @@ holding several sweeps (one section per sweep: the folder that holds its runs).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shlex
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from cnnlab.errors import CnnlabError
@@ -31,15 +38,19 @@ from cnnlab.results.markdown import finite, fmt, relative, render_group
 from cnnlab.results.record import (
     COMPLETED,
     METRICS_FILE,
+    confusion_problem,
     is_location_key,
     job_order,
-    read_json,
+    read_checked,
+    record_problem,
+    write_text_atomic,
 )
+from cnnlab.results.text import code, markdown, plain
 from cnnlab.scale.sweeps import expected_jobs
 
 log = logging.getLogger(__name__)
 
-UNREADABLE = "unreadable"  # a job whose metrics.json exists but cannot be parsed
+UNREADABLE = "unreadable"  # a job whose metrics.json exists but cannot be read as a record
 
 REPORT_FILE = "report.md"
 # Figures sit next to report.md as files, not in a folder, so that nothing new looks like
@@ -56,6 +67,7 @@ class Run:
     confusion: dict[str, Any]
     overrides: dict[str, str]
     label: str = ""
+    confusion_error: str | None = None  # what is wrong with its confusion.json, if anything
 
     @property
     def name(self) -> str:
@@ -119,13 +131,23 @@ class Group:
     runs: list[Run]
     figure_stem: Path  # e.g. <folder>/report_ or <folder>/report_<sweep>_
     figures: dict[str, Path] = field(default_factory=dict)
+    figure_errors: dict[str, str] = field(default_factory=dict)  # figures that could not be drawn
     missing: list[int] = field(default_factory=list)  # sweep jobs without a run folder
 
     @property
     def problems(self) -> list[str]:
         """What keeps this group's results from being whole: missing and unreadable jobs."""
         gone = [f"job {n} has no folder" for n in self.missing]
-        return gone + [f"{r.name}: {r.reason}" for r in self.runs if r.status == UNREADABLE]
+        unreadable = [f"{r.name}: {r.reason}" for r in self.runs if r.status == UNREADABLE]
+        return (
+            gone
+            + unreadable
+            + [
+                f"{r.name}: its {CONFUSION_FILE} {r.confusion_error}"
+                for r in self.runs
+                if r.confusion_error
+            ]
+        )
 
     @property
     def best(self) -> Run | None:
@@ -180,20 +202,24 @@ def find_runs(folder: Path) -> list[Run]:
     candidates |= {p.parent.parent for p in folder.rglob(".hydra/config.yaml")}
     runs = []
     for run_dir in candidates:
-        record = read_json(run_dir / METRICS_FILE)
-        if not record and (run_dir / METRICS_FILE).is_file():
-            record = {"status": UNREADABLE, "error": f"its {METRICS_FILE} cannot be read"}
+        # Records are checked field by field (cnnlab.results.record): one of the wrong shape
+        # makes its run "unreadable", named in the report, never a traceback.
+        record, problem = read_checked(run_dir / METRICS_FILE, record_problem)
+        if problem:
+            record = {"status": UNREADABLE, "error": f"its {METRICS_FILE} {problem}"}
         if not _is_training_run(run_dir, record):
             continue
         overrides = record.get("overrides")
         if overrides is None:
             overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml")
+        confusion, confusion_error = read_checked(run_dir / CONFUSION_FILE, confusion_problem)
         runs.append(
             Run(
                 folder=run_dir,
                 record=record,
-                confusion=read_json(run_dir / CONFUSION_FILE),
-                overrides=_parse_overrides(overrides),
+                confusion=confusion,
+                overrides=_parse_overrides(overrides if isinstance(overrides, list) else []),
+                confusion_error=confusion_error,
             )
         )
     return sorted(runs, key=lambda r: (str(r.folder.parent), *job_order(r.folder)))
@@ -229,31 +255,45 @@ def _matrix_panels(runs: list[Run], split: str) -> list[tuple[str, Any, list[str
 
 
 def draw_group_figures(group: Group) -> None:
-    """The seed's Figs. 5-11 for one sweep, as PNG files under the group's figures folder."""
+    """The seed's Figs. 5-11 for one sweep, as PNG files under the group's figures folder.
 
-    def out(name: str) -> Path:
-        return group.figure_stem.with_name(f"{group.figure_stem.name}{name}.png")
+    A figure that cannot be drawn is named in the report and the log; the others and the
+    report's text still come."""
+
+    def draw(key: str, name: str, make: Callable[[], Figure]) -> None:
+        path = group.figure_stem.with_name(f"{group.figure_stem.name}{name}.png")
+        try:
+            group.figures[key] = save_png(make(), path)
+        except Exception as err:
+            group.figure_errors[key] = f"{type(err).__name__}: {err}"
+            log.warning("The report figure %s could not be drawn: %s", path.name, plain(err))
 
     timed = [r for r in group.runs if r.train_s is not None]
     if timed:
-        figure = times_figure([r.label for r in timed], [r.train_s for r in timed])
-        group.figures["times"] = save_png(figure, out("train_times"))
+        labels, seconds = [r.label for r in timed], [r.train_s for r in timed]
+        draw("times", "train_times", lambda: times_figure(labels, seconds))
     curves = [(r.label, r.history) for r in group.runs if r.history]
     if curves:
-        group.figures["curves"] = save_png(sweep_curves_figure(curves), out("curves"))
+        draw("curves", "curves", lambda: sweep_curves_figure(curves))
     for split, title in (("train", "Training set"), ("val", "Validation set")):
         panels = _matrix_panels(group.runs, split)
         if panels:
-            figure = confusion_grid_figure(panels, f"{title}: normalised confusion matrices")
-            group.figures[f"confusion_{split}"] = save_png(figure, out(f"confusion_{split}"))
+            heading = f"{title}: normalised confusion matrices"
+            draw(
+                f"confusion_{split}",
+                f"confusion_{split}",
+                lambda panels=panels, heading=heading: confusion_grid_figure(panels, heading),
+            )
     best = group.best
     if best is not None and best.confusion.get("test"):
         names = best.confusion.get("class_names") or []
         accuracy = fmt(best.test.get("test/acc"), ".4f")
-        figure = confusion_figure(
-            best.confusion["test"], names, f"Best run {best.label}: test accuracy {accuracy}"
+        title = f"Best run {best.label}: test accuracy {accuracy}"
+        draw(
+            "best_test",
+            "best_test_confusion",
+            lambda: confusion_figure(best.confusion["test"], names, title),
         )
-        group.figures["best_test"] = save_png(figure, out("best_test_confusion"))
 
 
 def build_report(folder: Path) -> Report:
@@ -288,7 +328,8 @@ def build_report(folder: Path) -> Report:
     problems = [p for group in groups for p in group.problems]
     warning = (
         [
-            f"**Incomplete:** {'; '.join(problems)}. The best runs below are chosen among the "
+            f"**Incomplete:** {markdown('; '.join(problems))}. The best runs below are chosen "
+            "among the "
             "complete records only.",
             "",
         ]
@@ -296,13 +337,13 @@ def build_report(folder: Path) -> Report:
         else []
     )
     lines = [
-        f"# Results: {folder.name}",
+        f"# Results: {markdown(folder.name)}",
         "",
         *warning,
         f"{len(runs)} run(s), {completed} completed, {len(runs) - completed} did not"
         f"{f', in {len(groups)} sweeps' if several else ''}. Built "
         f"{datetime.now():%Y-%m-%d %H:%M} from the run folders' `{METRICS_FILE}` and "
-        f"`{CONFUSION_FILE}`; rebuild with `python src/report.py {folder}`.",
+        f"`{CONFUSION_FILE}`; rebuild with {code(rebuild_command(folder))}.",
         "",
         "Epochs count from 0, as in metrics.json and checkpoint names. The training-set "
         "matrices come from the training steps' own predictions during that epoch (the "
@@ -315,11 +356,87 @@ def build_report(folder: Path) -> Report:
     ]
     for group in groups:
         if several:
-            lines += [f"## Sweep `{relative(group.folder, folder)}`", ""]
+            lines += [f"## Sweep {code(relative(group.folder, folder))}", ""]
         lines += render_group(group, folder, level=3 if several else 2)
     path = folder / REPORT_FILE
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))  # whole or not at all, whatever stops it
     return Report(path=path, groups=groups, seconds=time.perf_counter() - start)
+
+
+def rebuild_command(folder: Path) -> str:
+    """The command that builds `folder`'s report again, ready to paste."""
+    return f"python src/report.py {shlex.quote(str(folder))}"
+
+
+# -- a signal while the report is written ---------------------------------------------------------
+
+
+class ReportStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a report was written; `message` says what was kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.message = f"Interrupted by {signal.Signals(signum).name} while writing the report"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention, as for an interrupted run
+
+
+@contextlib.contextmanager
+def _signals_stop_the_report() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ReportStopped inside (once; a second signal while stopping is
+    ignored), in place of a traceback or a kill that would leave a temporary file behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise ReportStopped(signum)
+
+    for signum in signals:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def build_report_or_stop(folder: Path) -> Report:
+    """`build_report`, stopped cleanly by SIGINT or SIGTERM: `report.md` is then written whole
+    or not at all, no temporary file is left, and the ReportStopped raised carries the one
+    line to show: whether the report was written, and how to build it again."""
+    folder = Path(folder).expanduser().resolve()
+    path = folder / REPORT_FILE
+    before = _file_identity(path)
+    try:
+        with _signals_stop_the_report():
+            return build_report(folder)
+    except ReportStopped as stop:
+        if _file_identity(path) not in (before, None):
+            stop.message += f", after {path} was written whole."
+        else:
+            kept = "the previous one is kept" if before else "nothing half-written is left"
+            stop.message += (
+                f": {path} was not written ({kept}). Build it with: {rebuild_command(folder)} "
+                f"(or make report DIR={shlex.quote(str(folder))})"
+            )
+        raise
 
 
 def newest_sweep(log_dir: Path) -> Path:
@@ -335,12 +452,12 @@ def newest_sweep(log_dir: Path) -> Path:
 
 def report_after_sweep(sweep_dir: Path) -> str | None:
     """Build the report at the end of a multirun; returns the error instead of raising, so
-    the sweep's own verdict on its jobs still comes."""
+    the sweep's own verdict on its jobs still comes. A stop signal raises ReportStopped."""
     try:
-        report = build_report(sweep_dir)
+        report = build_report_or_stop(sweep_dir)
     except Exception as err:
         log.exception("The sweep report of %s could not be built", sweep_dir)
-        return f"{type(err).__name__}: {err}"
+        return plain(f"{type(err).__name__}: {err}")
     log.info("Sweep report: %s (built in %.1f s)", report.path, report.seconds)
-    print(f"Sweep report: {report.path} (built in {report.seconds:.1f} s)")
+    print(plain(f"Sweep report: {report.path} (built in {report.seconds:.1f} s)"))
     return None

@@ -11,6 +11,7 @@ from cnnlab.results.confusion import per_class_table
 from cnnlab.results.keras_log import keras_log
 from cnnlab.results.markdown import fmt, relative, runs_table
 from cnnlab.results.report import FIGURE_PREFIX, REPORT_FILE, Run, find_runs, label_runs
+from cnnlab.results.text import code, markdown
 
 STUDY_REPORT = "seed_report.md"
 SUMMARY_FILE = "model_summary.txt"
@@ -52,7 +53,7 @@ def _summary(run: Run | None, net: str) -> list[str]:
     if run is None or text is None or not text.is_file():
         return [f"*No model summary of {net}: its run did not start.*", ""]
     data = str(run.record.get("data", "")).removesuffix("DataModule")
-    what = f"{net} on {data} (`{relative(run.folder, run.folder.parent.parent)}`)"
+    what = f"{net} on {markdown(data)} ({code(relative(run.folder, run.folder.parent.parent))})"
     return [f"{what}:", "", "```text", text.read_text().rstrip(), "```", ""]
 
 
@@ -68,7 +69,7 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
     parts = (mnist, cifar10, models)
     runs = {part.name: part.runs() for part in parts}
     lines = [
-        f"# The seed's study: {folder.name}",
+        f"# The seed's study: {markdown(folder.name)}",
         "",
         f"Built {datetime.now():%Y-%m-%d %H:%M} from the parts' run folders. Each part is a "
         "sweep with its own report; the sections below follow the seed's figures in order.",
@@ -121,7 +122,7 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
     else:
         lines += [
             f"Best of {models.title} by validation accuracy (the test set played no part in the "
-            f"choice): **{best.label}**, best validation accuracy "
+            f"choice): **{markdown(best.label)}**, best validation accuracy "
             f"{fmt(best.best_val_acc, '.4f')} at epoch {best.best_epoch}, after "
             f"{best.record.get('epochs')} epoch(s).",
             "",

@@ -10,8 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.results.record import COMPLETED, METRICS_FILE, job_order, read_json
-from cnnlab.results.report import report_after_sweep
+from cnnlab.results.record import COMPLETED, METRICS_FILE, job_order, read_checked, record_problem
+from cnnlab.results.report import UNREADABLE, ReportStopped, report_after_sweep
+from cnnlab.results.text import plain
 from cnnlab.scale.sweeps import FAIL_FAST_FILE, STOPPED_FILE
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,21 @@ def job_folders(sweep_dir: Path) -> list[Path]:
     """The job folders of a sweep: those Hydra wrote a `.hydra/` into, in job order."""
     folders = [p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")]
     return sorted(folders, key=job_order)
+
+
+def jobs_not_completed(sweep_dir: Path) -> list[str]:
+    """`<job>: <status> (<why>)` for each job that did not complete; a record of the wrong
+    shape is `unreadable`, as in the report, and the field that is wrong is named."""
+    failed = []
+    for job in job_folders(sweep_dir):
+        record, problem = read_checked(job / METRICS_FILE, record_problem)
+        if problem:
+            failed.append(f"{job.name}: {UNREADABLE} (its {METRICS_FILE} {problem})")
+            continue
+        status = record.get("status", "no metrics.json")
+        if status != COMPLETED:
+            failed.append(f"{job.name}: {status} ({record.get('error') or 'no error recorded'})")
+    return failed
 
 
 class SweepSummary(Callback):
@@ -34,20 +50,19 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        report_error = report_after_sweep(sweep_dir)  # first: the exit below ends the process
+        try:
+            report_error = report_after_sweep(sweep_dir)  # first: the exit below ends the process
+        except ReportStopped as stop:  # Ctrl-C or SIGTERM while the report was written
+            print(f"Error: {plain(stop.message)}", file=sys.stderr)
+            sys.exit(stop.exit_code)
         fail_fast = sweep_dir / FAIL_FAST_FILE
         if fail_fast.is_file():
             print(
                 f"Error: stopped at the first failed job (sweep.fail_fast): "
-                f"{fail_fast.read_text().strip()}",
+                f"{plain(fail_fast.read_text().strip())}",
                 file=sys.stderr,
             )
-        failed = []
-        for job in job_folders(sweep_dir):
-            record = read_json(job / METRICS_FILE)
-            status = record.get("status", "no metrics.json")
-            if status != COMPLETED:
-                failed.append(f"{job.name}: {status} ({record.get('error', 'no error recorded')})")
+        failed = [plain(line) for line in jobs_not_completed(sweep_dir)]
         if failed:
             log.error("%d job(s) of %s did not complete:\n  %s", len(failed), sweep_dir,
                       "\n  ".join(failed))  # fmt: skip

@@ -49,10 +49,13 @@ def code(text: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def figure_text(text: Any, width: int | None = None) -> str:
+def figure_text(text: Any, width: int | None = None, limit: int | None = None) -> str:
     """Text for matplotlib, drawn as written: one line (or wrapped to `width` after commas
-    and spaces), and every `$` escaped, so mathtext never parses a label (`$x^$` would raise)."""
+    and spaces), cut to `limit` characters with an ellipsis, and every `$` escaped, so
+    mathtext never parses a label (`$x^$` would raise)."""
     line = plain(text)
+    if limit and len(line) > limit:
+        line = f"{line[: limit - 1]}\u2026"
     if width:
         line = textwrap.fill(line.replace(",", ", "), width).replace(", ", ",")
     return line.replace("$", r"\$")
