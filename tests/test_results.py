@@ -26,6 +26,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 from cnnlab.data import MNISTDataModule
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.metrics import ConfusionMatrix
+from cnnlab.results import report as report_module
 from cnnlab.results import run_files
 from cnnlab.results.confusion import normalize_rows
 from cnnlab.results.figures import (
@@ -678,3 +679,17 @@ def test_a_signal_while_the_report_is_written_leaves_it_whole_or_absent(
         assert (sweep / "report.md").read_text().endswith("None: every run completed.\n")
         assert "was written whole" in message
     assert not list(sweep.glob(".*.tmp")), "a temporary file was left"
+
+
+def test_a_report_figure_that_fails_is_named_and_the_rest_still_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("cannot draw <this>")
+
+    monkeypatch.setattr(report_module, "times_figure", broken)
+    _write_run(tmp_path / "sweep" / "0_a", _completed_record(0.9))
+    report = build_report(tmp_path / "sweep")
+    section = _section(report.path.read_text(), "Training time per run")
+    assert "*Figure not drawn: ValueError: cannot draw &lt;this&gt;*" in section
+    assert set(report.groups[0].figures) == {"curves"} and report.problems == []

@@ -286,13 +286,14 @@ def draw_group_figures(group: Group) -> None:
             )
     best = group.best
     if best is not None and best.confusion.get("test"):
-        names = best.confusion.get("class_names") or []
+        counts = best.confusion["test"]
+        names = best.confusion.get("class_names") or [str(i) for i in range(len(counts))]
         accuracy = fmt(best.test.get("test/acc"), ".4f")
         title = f"Best run {best.label}: test accuracy {accuracy}"
         draw(
             "best_test",
             "best_test_confusion",
-            lambda: confusion_figure(best.confusion["test"], names, title),
+            lambda: confusion_figure(counts, names, title),
         )
 
 
