@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
-from cnnlab.training.entry import config_syntax_problem, run_entry
+from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
 from cnnlab.training.run import train
 
 os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -42,6 +42,10 @@ if __name__ == "__main__":
         sys.exit(2)
     # A launcher or sweeper plugin that is not installed: say which extra brings it.
     if problem := missing_plugin_message(sys.argv[1:]):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    # A value that cannot be resolved, or an outputs folder that cannot be written.
+    if problem := launch_problem(CONF, sys.argv):
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)
     main()

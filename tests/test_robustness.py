@@ -53,7 +53,7 @@ from cnnlab.training.checks import (
     validate_train_config,
 )
 from cnnlab.training.divergence import DivergenceGuard
-from cnnlab.training.entry import as_user_error, run_entry
+from cnnlab.training.entry import as_user_error, launch_problem, run_entry
 from cnnlab.training.interruption import StopOnSignal, stop_on_signals
 from cnnlab.training.run import train
 from conftest import CONF_DIR
@@ -256,6 +256,46 @@ def test_a_lightning_misconfiguration_is_a_user_error() -> None:
     assert str(err) == (
         "Lightning refused the configuration: 0.001 * 17 < 1. Please increase `limit_train_batches`"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["optimizer.lr=${paths.nope}"],
+            "optimizer.lr=${paths.nope} cannot be resolved: Interpolation key 'paths.nope' not "
+            "found. Fix: give optimizer.lr a value that resolves.",
+        ),
+        (
+            ["paths.log_dir=${oc.env:CNNLAB_NOT_SET}"],
+            "paths.log_dir=${oc.env:CNNLAB_NOT_SET} cannot be resolved: the environment variable "
+            "CNNLAB_NOT_SET is not set.",
+        ),
+        (
+            ["-m", "optimizer=adam,sgd", "run_label=${oc.env:CNNLAB_NOT_SET}"],
+            "run_label=${oc.env:CNNLAB_NOT_SET} cannot be resolved",
+        ),
+        (["paths.log_dir={file}/below"], "as {file} is a file, not a folder. Fix: point paths."),
+        (["hydra.run.dir={file}/run"], "hydra.run.dir={file}/run: the run folder {file}/run "),
+        (["-m", "seed=1,2", "paths.log_dir={file}"], "the sweep folder {file}/train/multiruns/"),
+        (["optimizer=adamm", "paths.log_dir={file}"], None),  # Hydra lists the options
+        (["--cfg", "job", "run_label=${oc.env:CNNLAB_NOT_SET}"], None),  # no run
+        (["paths.log_dir={tmp}"], None),
+    ],
+)
+def test_what_would_stop_hydra_before_the_run_is_one_line(
+    tmp_path: Path, argv: list[str], message: str | None
+) -> None:
+    """A value that does not resolve, or an outputs folder that cannot be made: one line
+    before Hydra starts (src/train.py), not Hydra's traceback."""
+    file = tmp_path / "a-file"
+    file.write_text("")
+    argv = [arg.replace("{file}", str(file)).replace("{tmp}", str(tmp_path)) for arg in argv]
+    problem = launch_problem(CONF_DIR, ["src/train.py", *argv])
+    if message is None:
+        assert problem is None
+    else:
+        assert problem is not None and message.replace("{file}", str(file)) in problem, problem
 
 
 # -- data problems -------------------------------------------------------------------------------

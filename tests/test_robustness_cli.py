@@ -413,3 +413,81 @@ def test_bf16_true_precision_trains_and_tests(synthetic_data_dir: Path, tmp_path
     record = metrics_of(run)
     assert record["status"] == "completed" and 0 <= record["test"]["test/acc"] <= 1
     assert "(None, 32, 28, 28)" in (run / "model_summary.txt").read_text()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder this process cannot write to: without write permission, or (for root, whom
+    permissions do not stop) a read-only filesystem mounted there, where that is allowed."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    mounted = False
+    if os.access(folder, os.W_OK):  # root
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+        )
+        if result.returncode != 0:
+            folder.chmod(0o755)
+            pytest.skip(f"cannot make a read-only folder here: {result.stderr.decode().strip()}")
+        mounted = True
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.chmod(0o755)
+
+
+def test_an_outputs_folder_that_cannot_be_written_is_one_line(
+    synthetic_data_dir: Path, read_only_folder: Path
+) -> None:
+    result = run_cli(
+        "train.py", f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={read_only_folder}",
+        *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"Error: paths.log_dir={read_only_folder}: the run folder ")
+    assert f"as {read_only_folder} is " in result.stderr
+    assert "Fix: point paths.log_dir at a writable folder." in result.stderr
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_an_outputs_folder_that_is_a_file_is_one_line(
+    synthetic_data_dir: Path, tmp_path: Path, sweep: bool
+) -> None:
+    log_dir = tmp_path / "outputs"
+    log_dir.write_text("a file, not a folder")
+    result = run_cli(
+        "train.py", *(["-m", "seed=1,2"] if sweep else []), f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={log_dir}", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    folders = f"{log_dir}/train/{'multiruns' if sweep else 'runs'}/"
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"Error: paths.log_dir={log_dir}: the {'sweep' if sweep else 'run'} folder {folders}"
+    )
+    assert result.stderr.endswith(
+        f" cannot be created, as {log_dir} is a file, not a folder. Fix: point paths.log_dir "
+        "at a folder (it is created if missing).\n"
+    )
+    assert log_dir.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_value_that_cannot_be_resolved_is_one_line_naming_key_and_variable(
+    synthetic_data_dir: Path, tmp_path: Path, sweep: bool
+) -> None:
+    result = run_cli(
+        "train.py", *(["-m", "seed=1,2"] if sweep else []), "run_label=${oc.env:CNNLAB_NOT_SET}",
+        f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={tmp_path}", *QUICK,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr == (
+        "Error: run_label=${oc.env:CNNLAB_NOT_SET} cannot be resolved: the environment variable "
+        "CNNLAB_NOT_SET is not set. Fix: set CNNLAB_NOT_SET, give a default "
+        "(${oc.env:CNNLAB_NOT_SET,<default>}) or give run_label another value.\n"
+    )
+    assert not list(tmp_path.iterdir()), "no run or sweep folder for a run that never started"

@@ -11,6 +11,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -55,6 +56,162 @@ def config_syntax_problem(conf: Path, argv: Sequence[str]) -> str | None:
     return None
 
 
+# Hydra's flags that take a value, and those after which it creates no run folder.
+_VALUE_FLAGS = {
+    "--config-path": "path", "-cp": "path", "--config-name": "name", "-cn": "name",
+    "--config-dir": "dir", "-cd": "dir",
+}  # fmt: skip
+_NO_RUN_FLAGS = (
+    "--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+    "--shell-completion", "-sc", "--experimental-rerun",
+)  # fmt: skip
+
+
+def launch_problem(conf: Path, argv: Sequence[str]) -> str | None:
+    """What would stop the command before any of cnnlab's code runs, as one line; None if
+    nothing. Checked before Hydra starts, which reports these with a long traceback:
+
+    * a value that cannot be resolved (`run_label=${oc.env:UNSET}`), anywhere in the config;
+    * a run or sweep folder that cannot be created: `paths.log_dir` read-only, or a file.
+
+    The config is composed as Hydra will compose it (a sweep: its first job's values); when
+    that fails, Hydra's own message follows as before.
+    """
+    args = list(argv[1:])
+    if full_error_requested() or any(arg.split("=", 1)[0] in _NO_RUN_FLAGS for arg in args):
+        return None  # HYDRA_FULL_ERROR=1 asks for Hydra's own traceback
+    flags: dict[str, str] = {}
+    overrides: list[str] = []
+    multirun = False
+    words = iter(args)
+    for arg in words:
+        name, equals, value = arg.partition("=")
+        if arg in ("-m", "--multirun"):
+            multirun = True
+        elif name in _VALUE_FLAGS:
+            flags[_VALUE_FLAGS[name]] = value if equals else next(words, "")
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    if "dir" in flags:  # --config-dir adds a search path: left to Hydra
+        return None
+    config_dir = conf
+    if "path" in flags:  # as Hydra reads it: relative to the script
+        given = Path(flags["path"])
+        config_dir = given if given.is_absolute() else Path(argv[0]).resolve().parent / given
+    try:
+        cfg = _compose(config_dir, flags.get("name", "train"), _first_job(overrides))
+    except Exception:  # an unknown option or key: Hydra says so itself
+        return None
+    try:
+        return _interpolation_problem(cfg) or _output_folder_problem(cfg, overrides, multirun)
+    finally:
+        HydraConfig.instance().cfg = None  # Hydra sets its own when it starts
+
+
+def _first_job(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a sweep's first job (`a=1,2` -> `a=1`); searched ranges are left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    first: list[str] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+            continue
+        try:
+            value = next(iter(override.sweep_string_iterator()))
+        except Exception:  # interval(...), glob(...): left to the sweeper
+            continue
+        first.append(f"{override.get_key_element()}={value}")
+    return first
+
+
+def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+
+
+def interpolation_message(err: Exception, cfg: DictConfig | None = None) -> str:
+    """One line for a config value that cannot be resolved: the key, its value, the reason."""
+    key = getattr(err, "full_key", None) or "a config value"
+    raw = _raw_value(cfg, key) if cfg is not None else None
+    what = f"{key}={raw}" if raw is not None else key
+    reason = str(getattr(err, "msg", None) or err).split("\n", 1)[0]
+    if cause := re.search(r"Environment variable '([^']+)' not found", reason):
+        name = cause.group(1)
+        return (
+            f"{what} cannot be resolved: the environment variable {name} is not set. Fix: set "
+            f"{name}, give a default (${{oc.env:{name},<default>}}) or give {key} another value."
+        )
+    reason = reason.removeprefix("KeyError raised while resolving interpolation: ").strip('"')
+    return f"{what} cannot be resolved: {reason}. Fix: give {key} a value that resolves."
+
+
+def _raw_value(cfg: DictConfig, key: str) -> str | None:
+    """The value of `key` as written (an interpolation, unresolved)."""
+    parent_key, _, last = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        node = parent._get_node(last) if OmegaConf.is_config(parent) else None
+        return None if node is None else str(node._value())
+    except Exception:
+        return None
+
+
+def _interpolation_problem(cfg: DictConfig) -> str | None:
+    """The first value of the run's config (Hydra's own section aside, as the run gets it)
+    that does not resolve."""
+    from omegaconf import read_write
+    from omegaconf.errors import InterpolationResolutionError
+
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "<run folder>"  # what ${hydra:runtime.output_dir} needs
+    HydraConfig.instance().set_config(cfg)
+    task = cfg.copy()
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    try:
+        OmegaConf.to_container(task, resolve=True)
+    except InterpolationResolutionError as err:
+        return interpolation_message(err, task)
+    return None
+
+
+def _output_folder_problem(cfg: DictConfig, overrides: Sequence[str], multirun: bool) -> str | None:
+    """The run (or sweep) folder Hydra is about to create, and why it cannot: a file on its
+    way, or a folder that cannot be written."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    multirun = multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+    section = "sweep" if multirun else "run"
+    folder_key = f"hydra.{section}.dir"
+    try:
+        target = Path(str(OmegaConf.select(cfg, folder_key))).expanduser().absolute()
+        log_dir = OmegaConf.select(cfg, "paths.log_dir")
+    except InterpolationResolutionError as err:
+        return interpolation_message(err, cfg)
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    key, value = (folder_key, target) if folder_key in keys else ("paths.log_dir", log_dir)
+    what = "sweep" if multirun else "run"
+    existing = target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return (
+            f"{key}={value}: the {what} folder {target} cannot be created, as {existing} is a "
+            f"file, not a folder. Fix: point {key} at a folder (it is created if missing)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable"
+        return (
+            f"{key}={value}: the {what} folder {target} cannot be created, as {existing} {why}. "
+            f"Fix: point {key} at a writable folder."
+        )
+    return None
+
+
 def full_error_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -62,16 +219,21 @@ def full_error_requested() -> bool:
 def as_user_error(err: Exception) -> Exception:
     """Unwrap Hydra's InstantiationException: the config could not be turned into an object.
     Lightning's MisconfigurationException (e.g. a fraction of batches that rounds to none)
-    is a user error as well.
+    and a config value that does not resolve are user errors as well.
 
     A user error inside it is returned as is; any other cause (an unknown activation, an
     unexpected keyword, a GPU asked for on a machine without one) becomes a ConfigError
     naming the config key, so it is reported in one line like other bad values.
     """
     from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import InterpolationResolutionError
 
     if isinstance(err, MisconfigurationException):  # Lightning's own "this cannot work"
         problem = ConfigError(f"Lightning refused the configuration: {err}")
+        problem.__cause__ = err
+        return problem
+    if isinstance(err, InterpolationResolutionError):  # `launch_problem` missed it
+        problem = ConfigError(interpolation_message(err))
         problem.__cause__ = err
         return problem
     if not isinstance(err, InstantiationException):
