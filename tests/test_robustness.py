@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -637,6 +638,32 @@ def test_loading_a_checkpoint_fills_in_the_history_and_never_drops_later_epochs(
     resumed.epochs.append({"epoch": 2, "val/acc": 0.8})
     resumed.load_state_dict({"epochs": saved.epochs[:1]})  # testing an earlier best checkpoint
     assert [e["epoch"] for e in resumed.epochs] == [0, 1, 2]
+
+
+def test_a_run_folder_that_vanishes_is_one_line_and_its_writer_threads_stay_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+
+    def task(cfg: DictConfig) -> None:
+        shutil.rmtree(run)
+
+        def write_events() -> None:  # what TensorBoard's writer thread does next
+            (run / "tensorboard" / "events").write_bytes(b"")
+
+        writer = threading.Thread(target=write_events)
+        writer.start()
+        writer.join()
+        (run / "metrics.json").write_text("{}")
+
+    with pytest.raises(SystemExit) as info:
+        run_entry(task, cfg)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"Error: The run folder {run} vanished")
+    assert err.count("\n") == 1 and "Exception in thread" not in err
+    assert not run.exists(), "no new folder is made for the record"
 
 
 # -- exact resumption ----------------------------------------------------------------------------

@@ -491,3 +491,28 @@ def test_a_value_that_cannot_be_resolved_is_one_line_naming_key_and_variable(
         "(${oc.env:CNNLAB_NOT_SET,<default>}) or give run_label another value.\n"
     )
     assert not list(tmp_path.iterdir()), "no run or sweep folder for a run that never started"
+
+
+def test_a_run_folder_that_vanishes_mid_run_is_one_line_and_not_made_again(
+    synthetic_data_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    logs = tmp_path / "outputs"
+    proc = start_cli(
+        "train.py", f"paths.data_dir={synthetic_data_dir}", f"paths.log_dir={logs}", *RESUMABLE
+    )
+    processes.append(proc)
+    checkpoint = wait_for(
+        lambda: next(iter(logs.glob("train/runs/*/checkpoints/last.ckpt")), None), proc
+    )
+    run = checkpoint.parent.parent
+    run.rename(tmp_path / "moved-away")  # at once, whatever the run is writing
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert errors_in(err) == [
+        f"Error: The run folder {run} vanished while the run was writing to it (deleted, moved "
+        "or unmounted), so the run stopped and nothing more of it could be kept. Run the "
+        "command again: it gets a new folder."
+    ]
+    assert "Traceback" not in err and "Exception in thread" not in err
+    if run.exists():  # a checkpoint written after the move made a new folder: it says so
+        assert metrics_of(run)["status"] == "failed"

@@ -31,6 +31,10 @@ class DatasetCorruptError(CnnlabError):
     """A dataset file exists but cannot be parsed as what it claims to be."""
 
 
+class RunFolderVanished(CnnlabError):
+    """The run's own folder was deleted, moved or unmounted while the run wrote to it."""
+
+
 class RunStopped(CnnlabError):
     """Training ended early on purpose; `record` says where, and what was kept."""
 

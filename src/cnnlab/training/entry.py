@@ -7,6 +7,7 @@ non-zero at the end (`cnnlab.results.sweep_summary.SweepSummary`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -15,8 +16,10 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnlab.errors import CnnlabError, ConfigError, Interrupted
+from cnnlab.errors import CnnlabError, ConfigError, Interrupted, RunFolderVanished
 from cnnlab.results.record import METRICS_FILE, read_json, write_json
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
 from cnnlab.training.interruption import stop_on_signals
@@ -311,6 +314,69 @@ def record_status(cfg: DictConfig, status: str, **fields: Any) -> None:
         log.error("The run's record %s could not be written either: %s", path, err)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+@dataclass
+class RunFolder:
+    """The run's folder as Hydra made it, to tell when it vanished (deleted, moved or
+    unmounted) while the run wrote to it: a new folder made in its place is not it either."""
+
+    path: Path | None
+    identity: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> RunFolder:
+        output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+        path = Path(str(output_dir)) if output_dir else None
+        return cls(path, _identity(path) if path is not None else None)
+
+    def vanished(self) -> bool:
+        return (
+            self.path is not None
+            and self.identity is not None
+            and (_identity(self.path) != self.identity)
+        )
+
+    def vanished_error(self, cause: BaseException | None = None) -> RunFolderVanished:
+        problem = RunFolderVanished(
+            f"The run folder {self.path} vanished while the run was writing to it (deleted, "
+            "moved or unmounted), so the run stopped and nothing more of it could be kept. "
+            "Run the command again: it gets a new folder."
+        )
+        problem.__cause__ = cause
+        return problem
+
+    def record(self, cfg: DictConfig, status: str, **fields: Any) -> None:
+        """`record_status`, except into a folder that vanished: no new one is made for it."""
+        if not self.vanished() or (self.path is not None and self.path.is_dir()):
+            record_status(cfg, status, **fields)
+
+    @contextlib.contextmanager
+    def quiet_threads_once_gone(self) -> Iterator[None]:
+        """Writer threads (TensorBoard's) fail on their own once the folder is gone: their
+        tracebacks say nothing the run's one message does not. Others print as before."""
+        previous = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if isinstance(args.exc_value, OSError) and self.vanished():
+                log.debug("A writer thread stopped: %s", args.exc_value)
+                return
+            previous(args)
+
+        threading.excepthook = hook
+        try:
+            yield
+        finally:
+            if not self.vanished():  # a vanished folder's threads may still fail on exit
+                threading.excepthook = previous
+
+
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task`, turning any failure into a recorded status and a clear message.
 
@@ -320,7 +386,8 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     A diverged or interrupted run (`cnnlab.errors.RunStopped`) is recorded with that status;
     once a sweep got SIGINT/SIGTERM, its remaining jobs are recorded as interrupted unrun.
     """
-    with stop_on_signals(keep_request=in_multirun()) as stop:
+    folder = RunFolder.of(cfg)
+    with stop_on_signals(keep_request=in_multirun()) as stop, folder.quiet_threads_once_gone():
         if stop.signum is not None:
             record_status(
                 cfg, "interrupted", error=f"not started: the sweep was stopped by {stop.name}"
@@ -331,13 +398,19 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             if done:
                 return value
         try:
-            return task(cfg)
+            result = task(cfg)
+            if folder.vanished():  # a logger or checkpoint made a new one in its place
+                raise folder.vanished_error()
+            return result
         except Exception as raised:
-            err = as_disk_error(as_user_error(raised), cfg)
+            if isinstance(raised, RunFolderVanished) or not folder.vanished():
+                err: Exception = as_disk_error(as_user_error(raised), cfg)
+            else:
+                err = folder.vanished_error(raised)
             status = getattr(err, "status", "failed")
             # A diverged or interrupted run's status already says what happened.
             error = str(err) if status != "failed" else f"{type(err).__name__}: {err}"
-            record_status(cfg, status, error=error, **getattr(err, "record", {}))
+            folder.record(cfg, status, error=error, **getattr(err, "record", {}))
             if full_error_requested():
                 raise
             if in_multirun():
@@ -363,7 +436,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
                 f"Stopped at once by {stop.name or 'SIGINT'}; resume from the last checkpoint in "
                 "the run folder's checkpoints/ with ckpt_path=<file>.",
             )
-            record_status(cfg, stopped.status, error=str(stopped), **stopped.record)
+            folder.record(cfg, stopped.status, error=str(stopped), **stopped.record)
             if in_multirun():
                 if not stop.at_once:  # Lightning's own graceful SIGTERM handling
                     log.error("Job interrupted: %s", stopped)
