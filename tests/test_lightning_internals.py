@@ -41,3 +41,27 @@ def test_ddp_relaunch_is_recognised_by_lightnings_launcher_class() -> None:
     single = pl.Trainer(accelerator="cpu", devices=1, logger=False)
     assert relaunches_script(ddp), "Lightning's script launcher class changed"
     assert not relaunches_script(single)
+
+
+class _ConstantValidation(_Recorder):
+    """A validation metric that never improves after the first epoch."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val_m", 1.0)
+
+
+def test_last_checkpoint_follows_every_epoch_when_the_best_stops_improving(tmp_path: Any) -> None:
+    from cnnlab.training.checkpoint import ResumableModelCheckpoint
+
+    checkpoint = ResumableModelCheckpoint(
+        dirpath=tmp_path, monitor="val_m", mode="max", save_top_k=1, save_last=True
+    )
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)))
+    trainer = pl.Trainer(
+        max_epochs=3, logger=False, callbacks=[checkpoint], enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(_ConstantValidation(), data, data)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2, "last.ckpt stopped following training: see save_last_if_stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]

@@ -8,6 +8,7 @@ instead of a speed trim silently doing nothing or a DDP job relaunching the wron
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 # The attribute Lightning assigns on the LightningModule around every hook call (twice each),
 # a plain string or None: `cnnlab.speed.lightning_trims.CheapHookBookkeeping` reads it.
@@ -30,3 +31,22 @@ def relaunches_script(trainer: pl.Trainer) -> bool:
     environment = getattr(strategy, "cluster_environment", None)
     external = environment is not None and environment.creates_processes_externally
     return trainer.world_size > 1 and not external
+
+
+def save_last_if_stale(
+    callback: ModelCheckpoint, trainer: pl.Trainer, at_train_epoch_end: bool
+) -> None:
+    """Write the callback's `last.ckpt` unless this step already has a checkpoint; called
+    after Lightning's own saving hook (the train epoch's end, or validation's).
+
+    Lightning 2.6 writes `last.ckpt` at an epoch's end only when a top-k checkpoint was saved
+    in the same step, so after the best epoch `last.ckpt` would stop following training and a
+    resume would repeat finished epochs.
+    """
+    if (
+        not callback.save_last
+        or callback._should_save_on_train_epoch_end(trainer) != at_train_epoch_end
+        or callback._should_skip_saving_checkpoint(trainer)  # also: saved at this step
+    ):
+        return
+    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))

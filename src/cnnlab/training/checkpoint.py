@@ -17,6 +17,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from cnnlab.lightning_internals import save_last_if_stale
 from cnnlab.scale.locks import hold_folder
 from cnnlab.training.callbacks import RunHistory
 
@@ -78,6 +79,14 @@ class ResumableModelCheckpoint(ModelCheckpoint):
             key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
             self.__dict__["_cnnlab_state_key"] = key
         return key
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        save_last_if_stale(self, trainer, at_train_epoch_end=False)  # every epoch, best or not
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        save_last_if_stale(self, trainer, at_train_epoch_end=True)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath", self.dirpath)
