@@ -136,6 +136,40 @@ def _data(row: dict[str, Any]) -> str:
     return f"{row['data']} ({row['data_source']})"
 
 
+def _speed_table(rows: list[dict[str, Any]], gpu: bool = False) -> list[str]:
+    """The training-speed table of a benchmark page, one line per row. On a GPU page the
+    mean milliseconds per step are added (a GPU step has no per-phase split: timing phases
+    would need a sync each) and the peak is the GPU's memory, not the process's RSS."""
+    step = " | ms per step: pipeline / bare / min. Lightning" if gpu else ""
+    peak = "peak GPU memory" if gpu else "peak RSS"
+    lines = [
+        "| net | data | batch | precision | pipeline | bare | ratio | min. Lightning (ratio) "
+        f"| pipeline / min. Lightning{step} | eval img/s pipeline / bare | eval share | {peak} "
+        "| NHWC / NCHW |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|" + "---:|" * (5 if gpu else 4),
+    ]
+    for r in rows:
+        t, v = r["train_images_per_s"], r["eval_images_per_s"]
+        ms = ""
+        if gpu:
+            names = ("pipeline", "bare", "minimal_lightning")
+            ms = " | " + " / ".join(f"{1000 * r['batch_size'] / t[k]:.2f}" for k in names)
+        memory = r.get("peak_gpu_mb") if gpu else r["peak_rss_mb"]
+        lines.append(
+            f"| {r['net']} | {_data(r)} | {r['batch_size']} | {_precision(r)} "
+            f"| {t['pipeline']:.0f} | {t['bare']:.0f} | {t['ratio']:.3f} "
+            f"| {t['minimal_lightning']:.0f} ({t['minimal_lightning_ratio']:.3f}) "
+            f"| {t['pipeline'] / t['minimal_lightning']:.3f}{ms} "
+            f"| {v['pipeline']:.0f} / {v['bare']:.0f} | {100 * r['eval_share_of_full_epoch']:.1f}% "
+            f"| {_gigabytes(memory)} | {_layout_gain(r)} |"
+        )
+    return lines
+
+
+def _gigabytes(megabytes: float | None) -> str:
+    return "-" if megabytes is None else f"{megabytes / 1024:.1f} GB"
+
+
 def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
     """One benchmark run as a Markdown page: where and how it ran, then every table."""
     m = report["machine"]
@@ -155,21 +189,8 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
         "NHWC / NCHW = the bare loop's speed with channels_last over its speed without, "
         "alternating in the same process (what `model.channels_last` buys on this CPU).",
         "",
-        "| net | data | batch | precision | pipeline | bare | ratio | min. Lightning (ratio) "
-        "| pipeline / min. Lightning | eval img/s pipeline / bare | eval share | peak RSS "
-        "| NHWC / NCHW |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_speed_table(rows),
     ]
-    for r in rows:
-        t, v = r["train_images_per_s"], r["eval_images_per_s"]
-        lines.append(
-            f"| {r['net']} | {_data(r)} | {r['batch_size']} | {_precision(r)} "
-            f"| {t['pipeline']:.0f} | {t['bare']:.0f} | {t['ratio']:.3f} "
-            f"| {t['minimal_lightning']:.0f} ({t['minimal_lightning_ratio']:.3f}) "
-            f"| {t['pipeline'] / t['minimal_lightning']:.3f} "
-            f"| {v['pipeline']:.0f} / {v['bare']:.0f} | {100 * r['eval_share_of_full_epoch']:.1f}% "
-            f"| {r['peak_rss_mb'] / 1024:.1f} GB | {_layout_gain(r)} |"
-        )
     phased = [r for r in rows if r.get("per_step")]
     if phased:
         lines += [
@@ -252,6 +273,171 @@ def write_index(folder: Path) -> None:
     (folder / INDEX_FILE).write_text(
         "# Benchmark results\n\nOne page per CPU kind and precision (and load, and the Keras "
         "comparison), each written by `make bench` or `make bench-keras` (`src/bench.py`) on "
-        "that machine; see [speed](../speed.md) for what the columns "
-        "mean.\n\n" + "\n".join(entries) + "\n"
+        "that machine, and one per GPU kind, written by `make gpu-check` (`src/gpu_check.py`); "
+        "see [speed](../speed.md) for what the columns mean.\n\n" + "\n".join(entries) + "\n"
     )
+
+
+# -- The GPU check's page (src/gpu_check.py) ---------------------------------------------------
+
+
+def gpu_page_name(gpu: str) -> str:
+    """The page of a GPU kind, e.g. 'nvidia-h200.md': one per kind, as for CPUs."""
+    slug = "-".join("".join(c if c.isalnum() else " " for c in gpu.lower()).split())
+    return f"{slug or 'unknown-gpu'}.md"
+
+
+def _cell(text: Any) -> str:
+    """Table-safe text: a failing test's message may hold pipes and newlines."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _gpu_tests(tests: dict[str, Any] | None) -> list[str]:
+    if not tests:
+        return ["Not run (see the stages below)."]
+    code = tests.get("exit_code")
+    ended = f"exit {code}" if code is not None else "killed before it ended"
+    lines = [f"`pytest -m gpu`: {tests.get('summary') or 'no summary'} ({ended})."]
+    if not tests.get("summary") and tests.get("outcomes"):
+        seen = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tests["outcomes"].items()))
+        lines[0] += f" Its per-test lines so far: {seen}."
+    failures = tests.get("failures", [])
+    if failures:
+        lines += [
+            "",
+            "| failed test | where | assertion | error |",
+            "|---|---|---|---|",
+            *(
+                f"| `{_cell(f['id'])}` | {_cell(f.get('location') or '-')} "
+                f"| `{_cell(f.get('source') or '-')}` | {_cell(f.get('message') or '-')} |"
+                for f in failures
+            ),
+        ]
+    return lines
+
+
+def _stages(stages: list[dict[str, Any]]) -> list[str]:
+    lines = ["| stage | status | seconds | estimate s |", "|---|---|---:|---:|"]
+    for s in stages:
+        seconds = f"{s['seconds']:.0f}" if s.get("seconds") is not None else "-"
+        status = "cut off while running" if s["status"] == "running" else s["status"]
+        status += f": {s['error']}" if s.get("error") else ""
+        lines.append(f"| {s['title']} | {_cell(status)} | {seconds} | {s['estimate_s']:.0f} |")
+    return lines
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+# The sweep table's rows: the card's sweep first, then by jobs per GPU, then one job alone.
+SWEEP_ORDER = (
+    "default launcher",
+    "jobs_per_gpu=1",
+    "jobs_per_gpu=2",
+    "jobs_per_gpu=3",
+    "one job alone",
+)
+
+
+def _sweep_row(name: str, run: dict[str, Any], sequential: dict[str, Any] | None) -> str:
+    if "same_as" in run:
+        return f"| {name} | {_cell(run['note'])} | | | | | | | |"
+    epochs = [j["per_epoch_s"] for j in run.get("jobs", []) if j.get("per_epoch_s")]
+    per_job = " / ".join(f"{_mean(e):.1f}" for e in epochs) or "-"
+    gain = "-"
+    several = run.get("expected_jobs", 0) > 1
+    if several and sequential and sequential.get("exit_code") == 0 and run["exit_code"] == 0:
+        gain = f"{sequential['wall_s'] / run['wall_s']:.2f}"
+    util = (
+        f"{run['gpu_util_mean']:.0f}% / {run['gpu_util_max']:.0f}%"
+        if run.get("gpu_util_mean") is not None
+        else "-"
+    )
+    exit_text = "killed" if run["exit_code"] is None else str(run["exit_code"])
+    exit_text += f" ({run['stopped_by']})" if run.get("stopped_by") else ""
+    exit_text += " (time budget)" if run.get("timed_out") else ""
+    return (
+        f"| {name} | {_cell(run.get('launcher') or '-')} "
+        f"| {run['completed_jobs']} of {run['expected_jobs']} | {run['wall_s']:.1f} "
+        f"| {per_job} | {gain} | {util} | {_gigabytes(run.get('gpu_memory_max_mb'))} "
+        f"| {exit_text} |"
+    )
+
+
+def _sweeps(sweeps: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    lines = [
+        f"`python src/train.py -m optimizer=adadelta,adam,adagrad "
+        f"{' '.join(settings.get('overrides', []))}` on {settings.get('data', '?')}; one job "
+        "alone is `optimizer=adam`. epoch s per job = each job's mean of `time.per_epoch_s` "
+        "(its metrics.json); vs jobs_per_gpu=1 = that run's wall time over this one's; GPU "
+        "utilisation and memory from nvidia-smi, sampled every half second over the whole "
+        "command (start-up included).",
+        "",
+        "| run | launcher's choice | jobs completed | wall s | epoch s per job "
+        "| vs jobs_per_gpu=1 | GPU utilisation mean / max | peak GPU memory | exit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    sequential = sweeps.get("jobs_per_gpu=1")
+    ordered = sorted(sweeps, key=lambda n: SWEEP_ORDER.index(n) if n in SWEEP_ORDER else 99)
+    for name in ordered:
+        lines.append(_sweep_row(name, sweeps[name], sequential))
+    failed = {
+        n: run for n, run in sweeps.items() if run.get("stderr_tail") and not run.get("stopped_by")
+    }
+    for name, run in failed.items():
+        ended = "was killed" if run["exit_code"] is None else f"ended with exit {run['exit_code']}"
+        lines += ["", f"`{name}` {ended}; its last lines:", "", "```"]
+        lines += [*run["stderr_tail"], "```"]
+    return lines
+
+
+def gpu_markdown_report(report: dict[str, Any]) -> str:
+    """The GPU check as a page: its tests, its stages, the speed rows and the sweeps."""
+    m = report["machine"]
+    stopped = f"; stopped by {report['stopped_by']}" if report.get("stopped_by") else ""
+    stopped += "".join(f"; then `{again}`" for again in report.get("resumed_by", []))
+    bench = report.get("bench") or {}
+    rows = bench.get("rows", [])
+    lines = [
+        f"# {report['gpu']}: GPU check (tests, training speed, sweeps)",
+        "",
+        f"Generated by `{report['command']}` on {report['started']}: torch {m['torch']} "
+        f"(CUDA {m.get('cuda')}), Lightning {m.get('lightning')}, driver {m.get('driver')}, "
+        f"{m.get('cpu_cores')} CPU cores; time budget {report['budget_s']:.0f} s"
+        f"{stopped}. Do not edit: run the command again, or rebuild this page from its JSON "
+        "with `python src/gpu_check.py --page <json>`.",
+        "",
+        "## Tests marked gpu",
+        "",
+        *_gpu_tests(report.get("gpu_tests")),
+        "",
+        "## Stages",
+        "",
+        "Most important first; a stage whose estimate does not fit in the time left is skipped.",
+        "",
+        *_stages(report.get("stages", [])),
+    ]
+    if rows:
+        lines += [
+            "",
+            "## Training speed",
+            "",
+            f"Training images per second (validation excluded), {rows[0]['estimate']}, "
+            f"optimizer {rows[0]['optimizer']}; ratio = pipeline / bare loop; min. Lightning = "
+            "the same net, data and optimizer in a minimal LightningModule; ms per step = "
+            "1000 x batch / img/s; NHWC / NCHW = the bare loop's speed with channels_last over "
+            "its speed without, alternating in the same process; peak GPU memory = torch's "
+            "peak allocation during the row.",
+            "",
+            *_speed_table(rows, gpu=True),
+        ]
+    sweeps = report.get("sweeps") or {}
+    if any("same_as" not in run for run in sweeps.values()):
+        lines += ["", "## Sweeps", "", *_sweeps(sweeps, report.get("sweep", {}))]
+    return "\n".join(lines) + "\n"
+
+
+def write_gpu_markdown(report: dict[str, Any], folder: Path) -> Path:
+    """The GPU check's page in `folder` (named by GPU kind), then the folder's index."""
+    return write_page(folder, gpu_page_name(report["gpu"]), gpu_markdown_report(report))
