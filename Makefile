@@ -7,9 +7,15 @@ ARGS ?=
 LOGDIR ?= outputs
 DIR ?=
 KERAS_VENV ?= .venv-keras
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+# What a GPU machine with torch but no package index lacks: pure-Python wheels for Python 3.12.
+# antlr4-python3-runtime 4.9.3 (omegaconf's pin) exists on PyPI only as a source archive, so
+# its wheel (py3-none-any) is built here.
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0
+GPU_SOURCE_WHEELS := antlr4-python3-runtime==4.9.3
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seed resume report test test-all bench bench-sweep bench-keras gpu-check docs-figure tensorboard lint format clean
+.PHONY: help install train sweep seed resume report test test-all bench bench-sweep bench-keras gpu-check gpu-bundle docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,8 +64,21 @@ $(KERAS_VENV)/.installed:
 bench-keras: $(STAMP) $(KERAS_VENV)/.installed ## cnnlab against the seed's Keras net_1 (in .venv-keras), quiet and beside 1 busy process
 	$(PY) src/bench.py --keras $(KERAS_VENV)/bin/python --optimizer adam --reps 2 --load 1 $(BENCH_ARGS)
 
-gpu-check: $(STAMP) ## the GPU path on a real GPU: gpu tests, bench rows, the sweep (no CUDA: refuses)
-	$(PY) src/gpu_check.py --fashion-mnist /usr/share/datasets/fashion-mnist $(BENCH_ARGS)
+gpu-check: $(STAMP) ## the GPU path on a real GPU: gpu tests, sweeps, bench rows; JSON and page (no CUDA: refuses)
+	$(PY) src/gpu_check.py --fashion-mnist $(FASHION_MNIST) $(BENCH_ARGS)
+
+gpu-bundle: ## what travels to a GPU machine without a package index: .gpu/wheels, .gpu/fashion-mnist
+	@test -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz || { echo "No Fashion-MNIST in $(FASHION_MNIST): apt-get install -y dataset-fashion-mnist, or FASHION_MNIST=<folder of its .gz files>"; exit 2; }
+	rm -rf .gpu/wheels .gpu/fashion-mnist
+	mkdir -p .gpu/wheels .gpu/fashion-mnist
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps -w .gpu/wheels $(GPU_SOURCE_WHEELS)
+	cp $(FASHION_MNIST)/*-ubyte.gz .gpu/fashion-mnist/
+	@test $$(ls .gpu/wheels/*-py3-none-any.whl | wc -l) -eq 4 || { echo "expected 4 pure-Python wheels in .gpu/wheels"; exit 1; }
+	@ls .gpu/wheels .gpu/fashion-mnist
+	@du -sm .gpu | awk '{ print ".gpu: " $$1 " MiB"; if ($$1 > 60) { print "over 60 MiB: too much to carry"; exit 1 } }'
 
 docs-figure: $(STAMP) ## the README's figure: a short optimizer sweep on real Fashion-MNIST
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad data=fashion_mnist trainer.max_epochs=3 \
