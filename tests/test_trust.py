@@ -343,6 +343,14 @@ def test_evaluate_without_a_checkpoint_says_how_to_give_one(tmp_path: Path) -> N
     )
 
 
+def test_evaluate_into_an_outputs_folder_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    ckpt = _checkpoint(tmp_path / "own.ckpt")
+    result = run_cli("evaluate.py", f"ckpt_path={ckpt}", f"paths.log_dir={tmp_path / 'afile'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "is a file, not a folder" in result.stderr
+
+
 def test_load_from_checkpoint_builds_only_the_projects_nets(tmp_path: Path) -> None:
     from cnnlab.models.classifier import ImageClassifier
 

@@ -70,7 +70,7 @@ _NO_RUN_FLAGS = (
 )  # fmt: skip
 
 
-def launch_problem(conf: Path, argv: Sequence[str]) -> str | None:
+def launch_problem(conf: Path, argv: Sequence[str], config_name: str = "train") -> str | None:
     """What would stop the command before any of cnnlab's code runs, as one line; None if
     nothing. Checked before Hydra starts, which reports these with a long traceback:
 
@@ -102,7 +102,7 @@ def launch_problem(conf: Path, argv: Sequence[str]) -> str | None:
         given = Path(flags["path"])
         config_dir = given if given.is_absolute() else Path(argv[0]).resolve().parent / given
     try:
-        cfg = _compose(config_dir, flags.get("name", "train"), _first_job(overrides))
+        cfg = _compose(config_dir, flags.get("name", config_name), _first_job(overrides))
     except Exception:  # an unknown option or key: Hydra says so itself
         return None
     try:
