@@ -50,6 +50,123 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+# The metrics a run records at the end of fitting, when it logged them.
+FINAL_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+def best_epoch(
+    history: list[dict[str, Any]], metric: str = "val/acc", mode: str = "max"
+) -> dict[str, Any] | None:
+    """The epoch of `history` with the best finite `metric` (the first on ties); None if none."""
+    scored = [e for e in history if _is_number(e.get(metric)) and math.isfinite(e[metric])]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda e: e[metric])
+
+
+class RunRecord:
+    """A run's metrics.json as the run fills it in, section by section.
+
+    Only the process that owns the run folder writes it (`writes`: rank 0 under DDP); the
+    others keep the same record in memory, so every rank returns the same summary. Each write
+    is atomic: a reader never sees half a record.
+    """
+
+    def __init__(self, output_dir: Path, writes: bool = True) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self.writes = writes
+        self.fields: dict[str, Any] = {"status": "running"}
+
+    def write(self) -> None:
+        if self.writes:
+            write_json(self.path, self.fields)
+
+    def started(self, choices: dict[str, Any], overrides: list[str]) -> None:
+        """Written at once: a run that stops before training still says it started."""
+        self.fields.update(
+            {"choices": choices, "overrides": overrides, "output_dir": str(self.path.parent)}
+        )
+        self.write()
+
+    def describe(
+        self,
+        *,
+        label: Any,
+        data: str,
+        net: str,
+        optimizer: dict[str, Any],
+        batch_size: int,
+        max_epochs: int,
+        seed: int,
+        params: int,
+        class_names: list[str],
+    ) -> None:
+        """What is trained, written before fitting: a run that stops early says what it was."""
+        self.fields.update(
+            {
+                "label": label,
+                "data": data,
+                "net": net,
+                "optimizer": optimizer,
+                "batch_size": batch_size,
+                "max_epochs": max_epochs,
+                "seed": seed,
+                "params": params,
+                "class_names": class_names,
+            }
+        )
+        self.write()
+
+    def fitted(
+        self,
+        *,
+        data_sizes: dict[str, Any],
+        epochs: int,
+        steps: int,
+        train_s: float,
+        history: list[dict[str, Any]],
+        final: dict[str, float],
+        best_checkpoint: str | None,
+        last_checkpoint: str | None,
+    ) -> None:
+        """What fitting gave: times, the last metrics, the best epoch and every epoch."""
+        best = best_epoch(history) or {}
+        self.fields.update(
+            {
+                "data_sizes": data_sizes,
+                "epochs": epochs,
+                "steps": steps,
+                "time": {
+                    "train_s": train_s,
+                    "per_epoch_s": [e["time/epoch_s"] for e in history],
+                    "val_s": sum(e["time/val_s"] for e in history),
+                    "train_batches_s": sum(e["time/train_s"] for e in history),
+                },
+                "final": {k: final[k] for k in FINAL_METRICS if k in final},
+                "best": {
+                    "epoch": best.get("epoch"),
+                    "val/acc": best.get("val/acc"),
+                    "val/loss": best.get("val/loss"),
+                    "checkpoint": best_checkpoint or None,
+                },
+                "last_checkpoint": last_checkpoint or None,
+                "history": history,
+            }
+        )
+
+    def tested(
+        self, results: dict[str, float], checkpoint: str | None, test_s: float | None
+    ) -> None:
+        """The test's metrics, and which weights it scored."""
+        self.fields["test"] = {**results, "checkpoint": checkpoint or "final weights"}
+        self.fields["time"]["test_s"] = test_s
+
+    def completed(self) -> None:
+        self.fields["status"] = COMPLETED
+        self.write()
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; {} when it is missing, unreadable or not an object."""
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -84,13 +83,6 @@ class RunHistory(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_seconds = _now(pl_module) - self._test_start
-
-    def best_epoch(self, monitor: str = "val/acc", mode: str = "max") -> dict[str, float] | None:
-        scored = [e for e in self.epochs if monitor in e and math.isfinite(e[monitor])]
-        if not scored:
-            return None
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda e: e[monitor])
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs}

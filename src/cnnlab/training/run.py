@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.models.classifier import ImageClassifier
-from cnnlab.results.record import METRICS_FILE, write_json
+from cnnlab.results.record import RunRecord
 from cnnlab.results.run_files import draw_run_figures, write_run_files
 from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.scale.job_resources import quiet_for_parallel_jobs
@@ -72,11 +72,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     apply_runtime_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = output_dir / METRICS_FILE
+    record = RunRecord(output_dir, writes=rank_zero_only.rank == 0)  # DDP: rank 0 writes
     run_info = hydra_choices()
-    summary: dict[str, Any] = {"status": "running", **run_info, "output_dir": str(output_dir)}
-    if rank_zero_only.rank == 0:  # under DDP, rank 0 alone writes the record
-        write_json(metrics_path, summary)
+    record.started(**run_info)
 
     pl.seed_everything(int(cfg.seed), workers=True)
 
@@ -115,23 +113,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     )
     check_ddp_settings(cfg, trainer)
 
-    summary.update(
-        {
-            "label": cfg.get("run_label"),
-            "data": cfg.data._target_.rsplit(".", 1)[-1],
-            "net": cfg.model.net._target_.rsplit(".", 1)[-1],
-            "optimizer": to_plain(cfg.optimizer),
-            "batch_size": int(cfg.data.batch_size),
-            "max_epochs": int(cfg.trainer.max_epochs),
-            "seed": int(cfg.seed),
-            "params": model.num_parameters,
-            "class_names": list(datamodule.class_names),
-        }
-    )
-
     check_before_fit(cfg, datamodule, model)
-    if trainer.is_global_zero:
-        write_json(metrics_path, summary)  # a run that stops early still says what it was
+    record.describe(
+        label=cfg.get("run_label"),
+        data=cfg.data._target_.rsplit(".", 1)[-1],
+        net=cfg.model.net._target_.rsplit(".", 1)[-1],
+        optimizer=to_plain(cfg.optimizer),
+        batch_size=int(cfg.data.batch_size),
+        max_epochs=int(cfg.trainer.max_epochs),
+        seed=int(cfg.seed),
+        params=model.num_parameters,
+        class_names=list(datamodule.class_names),
+    )
 
     start = time.perf_counter()
     with ddp_children_run_this_job(trainer), holding_resumed_folder(cfg.get("ckpt_path")):
@@ -140,38 +133,18 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
         )
     train_seconds = time.perf_counter() - start
-    summary["data_sizes"] = datamodule.describe()["sizes"]
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    last_path = checkpoint.last_model_path if checkpoint is not None else ""
-
-    fitted = {k: scalar(v) for k, v in trainer.callback_metrics.items()}
-    best = history.best_epoch("val/acc", "max")
-    summary.update(
-        {
-            "epochs": trainer.current_epoch if trainer.state.finished else len(history.epochs),
-            "steps": trainer.global_step,
-            "time": {
-                "train_s": train_seconds,
-                "per_epoch_s": [e["time/epoch_s"] for e in history.epochs],
-                "val_s": sum(e["time/val_s"] for e in history.epochs),
-                "train_batches_s": sum(e["time/train_s"] for e in history.epochs),
-            },
-            "final": {
-                k: fitted[k]
-                for k in ("train/loss", "train/acc", "val/loss", "val/acc")
-                if k in fitted
-            },
-            "best": {
-                "epoch": best["epoch"] if best else None,
-                "val/acc": best["val/acc"] if best else None,
-                "val/loss": best.get("val/loss") if best else None,
-                "checkpoint": best_path or None,
-            },
-            "last_checkpoint": last_path or None,
-            "history": history.epochs,
-        }
+    record.fitted(
+        data_sizes=datamodule.describe()["sizes"],
+        epochs=trainer.current_epoch if trainer.state.finished else len(history.epochs),
+        steps=trainer.global_step,
+        train_s=train_seconds,
+        history=history.epochs,
+        final={k: scalar(v) for k, v in trainer.callback_metrics.items()},
+        best_checkpoint=best_path,
+        last_checkpoint=checkpoint.last_model_path if checkpoint is not None else None,
     )
 
     if cfg.get("test", True):
@@ -181,17 +154,16 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
         )
         test = {k: float(v) for k, v in results[0].items()} if results else {}
-        summary["test"] = {**test, "checkpoint": ckpt_path or "final weights"}
-        summary["time"]["test_s"] = history.test_seconds
+        record.tested(test, ckpt_path, history.test_seconds)
         if trainer.is_global_zero:
             print(f"Test loss: {test.get('test/loss', math.nan)}")
             print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
-    if trainer.is_global_zero:  # matrices and per-class table; rank 0 writes files
+    summary = record.fields
+    if record.writes:  # matrices and per-class table; rank 0 writes files
         write_run_files(output_dir, summary, run_results.matrices)
-    summary["status"] = "completed"
-    if trainer.is_global_zero:  # other ranks' loggers write nothing (Lightning's dummies)
-        write_json(metrics_path, summary)
+    record.completed()
+    if record.writes:  # other ranks' loggers write nothing (Lightning's dummies)
         # The record first: figures and dashboards come after it and never raise.
         figures = draw_run_figures(output_dir, summary, run_results.matrices)
         log_figures(loggers, figures, summary["time"], int(summary["steps"]))
