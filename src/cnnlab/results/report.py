@@ -47,6 +47,7 @@ from cnnlab.results.record import (
 )
 from cnnlab.results.text import code, markdown, plain
 from cnnlab.scale.sweeps import expected_jobs
+from cnnlab.signals import stop_signals_handled_by
 
 log = logging.getLogger(__name__)
 
@@ -392,8 +393,6 @@ def _signals_stop_the_report() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.getsignal(signum) for signum in signals}
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -401,13 +400,8 @@ def _signals_stop_the_report() -> Iterator[None]:
             received.append(signum)
             raise ReportStopped(signum)
 
-    for signum in signals:
-        signal.signal(signum, on_signal)
-    try:
+    with stop_signals_handled_by(on_signal):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

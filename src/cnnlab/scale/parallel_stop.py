@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 from cnnlab.scale.sweeps import STOPPED_FILE
-from cnnlab.training.interruption import stop_signals_handled_by
+from cnnlab.signals import stop_signals_handled_by, write_stderr
 
 WORKERS_DIR = ".workers"  # one empty file per worker process, named by its pid
 
@@ -82,8 +81,7 @@ def pass_stop_signals_to_workers(sweep_dir: Path) -> Iterator[SweepStop]:
                 f"\n[launcher auto] {name}: every job stops at its next batch and records its "
                 "state; jobs not started are recorded as such. Send it again to stop at once.\n"
             )
-        with contextlib.suppress(OSError):
-            os.write(sys.stderr.fileno(), note.encode())
+        write_stderr(note)
         for pid in _workers(sweep_dir):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)

@@ -9,12 +9,11 @@ from it repeats the interrupted epoch exactly. A second signal stops at once.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -26,9 +25,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from cnnlab.errors import Interrupted
 from cnnlab.scale.sweeps import hydra_quoted
+from cnnlab.signals import stop_signals_handled_by, write_stderr
 from cnnlab.training.checkpoint import progress_record
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -53,35 +51,16 @@ def stop_request() -> StopRequest:
     return _REQUEST
 
 
-def _write_stderr(text: str) -> None:
-    # os.write, not print: a handler may interrupt a print to the same buffered stream.
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), text.encode())
-
-
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     if _REQUEST.signum is not None:
         _REQUEST.at_once = True
         raise KeyboardInterrupt  # second signal: stop at once
     _REQUEST.signum = signum
     name = signal.Signals(signum).name
-    _write_stderr(
+    write_stderr(
         f"\nReceived {name}: stopping at the next batch; the last checkpoint and the run record "
         "are kept. Send it again (Ctrl-C) to stop at once.\n"
     )
-
-
-@contextlib.contextmanager
-def stop_signals_handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM go to `handler` while inside (main thread only); then as before."""
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
-    try:
-        yield
-    finally:
-        for signum, before in previous.items():
-            signal.signal(signum, before if before is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
