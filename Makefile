@@ -15,7 +15,7 @@ GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0
 GPU_SOURCE_WHEELS := antlr4-python3-runtime==4.9.3
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seed resume report test test-all bench bench-sweep bench-keras gpu-check gpu-bundle docs-figure tensorboard lint format clean
+.PHONY: help install train sweep assignment seed resume report test test-all bench bench-sweep bench-keras gpu-check gpu-bundle docs-figure tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,11 +30,14 @@ install: $(STAMP) ## create .venv and install cnnlab with its dev tools
 train: $(STAMP) ## the default experiment (MNIST, net_1, Adadelta, 30 epochs); ARGS="..." adds overrides
 	$(PY) src/train.py $(ARGS)
 
-sweep: $(STAMP) ## the seed's optimizer comparison: -m optimizer=adadelta,adam,adagrad
+sweep: $(STAMP) ## the assignment's optimizer comparison: -m optimizer=adadelta,adam,adagrad
 	$(PY) src/train.py -m optimizer=adadelta,adam,adagrad $(ARGS)
 
-seed: $(STAMP) ## the seed's whole study (3 sweeps, then seed_report.md); ARGS="data=fashion_mnist ..."
+assignment: $(STAMP) ## the assignment's whole study (3 sweeps, then assignment_report.md); ARGS="data=fashion_mnist ..."
 	$(PY) src/study.py $(ARGS)
+
+seed: # the old name of `assignment`, refused for one release
+	$(error make seed is now make assignment)
 
 resume: $(STAMP) ## finish a sweep that stopped (DIR=<sweep folder>): completed jobs are kept
 	@test -n "$(DIR)" || { echo "usage: make resume DIR=outputs/train/multiruns/<sweep>"; exit 2; }

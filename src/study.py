@@ -1,7 +1,7 @@
-"""The seed's whole study: `python src/study.py [override ...] [--parts ...] [--out FOLDER]`.
+"""The assignment's whole study: `python src/study.py [override ...] [--parts ...] [--out FOLDER]`.
 
-Three sweeps (net_1 and net_2 on MNIST with the seed's optimizers, net_1 on CIFAR-10, models
-A-F), then `seed_report.md`. Overrides apply to every part, except `data=...`, which applies
+Three sweeps (net_1 and net_2 on MNIST with the assignment's optimizers, net_1 on CIFAR-10, models
+A-F), then `assignment_report.md`. Overrides apply to every part, except `data=...`, which applies
 to the MNIST parts (e.g. `data=fashion_mnist`); the datasets are checked before any training.
 """
 
@@ -23,7 +23,9 @@ os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")
-    parser.add_argument("--out", type=Path, default=None, help="default: outputs/seed/<time>/")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: outputs/assignment/<time>/"
+    )
     parser.add_argument(
         "--parts", default=None, help="comma list of parts to run: mnist,cifar10,models (all)"
     )
@@ -40,7 +42,7 @@ def main() -> int:
         for line in missing:
             print(f"  {line}", file=sys.stderr)
         return 2
-    folder = args.out or ROOT / "outputs" / "seed" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    folder = args.out or ROOT / "outputs" / "assignment" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     report, failed = run_study(ROOT / "src" / "train.py", folder, args.overrides, plans)
     print(f"Study report: {report}")
     if failed:

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
+from cnnlab.renamed import renamed_experiment_message
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
 from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
@@ -37,6 +38,9 @@ if __name__ == "__main__":
         except CnnlabError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
+    if problem := renamed_experiment_message(sys.argv[1:]):
+        print(f"Error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if problem := config_syntax_problem(CONF, sys.argv):
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -32,7 +32,8 @@ def test_the_config_groups_and_their_options_exist() -> None:
     assert {"adadelta", "adam", "adagrad", "sgd"} <= set(_options("optimizer"))
     assert {"default", "cpu", "gpu"} <= set(_options("trainer"))
     assert {"tensorboard", "csv"} <= set(_options("logger"))
-    assert {"seed_mnist", "seed_cifar10"} <= set(_options("experiment"))
+    experiments = {"assignment_mnist", "assignment_cifar10", "assignment_models"}
+    assert experiments <= set(_options("experiment"))
     assert "fast" in _options("debug")
 
 
@@ -76,9 +77,12 @@ def test_default_run_is_the_seeds_first_experiment(compose_cfg: Callable[..., Di
 
 @pytest.mark.parametrize(
     ("experiment", "dataset", "batch", "val"),
-    [("seed_mnist", "MNISTDataModule", 32, 0.1), ("seed_cifar10", "CIFAR10DataModule", 128, 0.2)],
+    [
+        ("assignment_mnist", "MNISTDataModule", 32, 0.1),
+        ("assignment_cifar10", "CIFAR10DataModule", 128, 0.2),
+    ],
 )
-def test_seed_presets_use_keras_values(
+def test_assignment_presets_use_keras_values(
     compose_cfg: Callable[..., DictConfig], experiment: str, dataset: str, batch: int, val: float
 ) -> None:
     cfg = compose_cfg([f"experiment={experiment}"])

@@ -1,5 +1,5 @@
-"""The seed's whole study: models A-F, its Keras log lines and model summaries, one command
-and one report that follows the seed's figures."""
+"""The assignment's whole study: models A-F, its Keras log lines and model summaries, one
+command and one report that follows the assignment's figures."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cnnlab.models.summary import keras_summary
 from cnnlab.results.keras_log import keras_epoch_line
 from conftest import metrics_of, run_cli
 
-# Our reading of the seed's models: (activation, hidden sizes) and the parameter counts they
+# Our reading of the assignment's models: (activation, hidden sizes) and the parameter counts they
 # imply on 28x28 grey images with 10 classes, as a plain MLP and as net_1's dense head
 # (net_1's convolutions hold 320 + 18,496 parameters and feed 64 x 14 x 14 = 12,544 features).
 HEADS = {
@@ -36,7 +36,7 @@ def _net(cfg: DictConfig) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
-def test_the_six_heads_have_the_sizes_and_counts_the_seed_describes(
+def test_the_six_heads_have_the_sizes_and_counts_the_assignment_describes(
     compose_cfg: Callable[..., DictConfig], head: str
 ) -> None:
     activation, sizes, mlp_params, net_1_params = HEADS[head]
@@ -47,7 +47,7 @@ def test_the_six_heads_have_the_sizes_and_counts_the_seed_describes(
     assert count_parameters(_net(compose_cfg(["model=net_1", f"head={head}"]))) == net_1_params
 
 
-def test_seed_models_sweeps_the_six_heads_with_early_stopping(
+def test_assignment_models_sweeps_the_six_heads_with_early_stopping(
     compose_cfg: Callable[..., DictConfig],
 ) -> None:
     from hydra import compose, initialize_config_dir
@@ -55,7 +55,7 @@ def test_seed_models_sweeps_the_six_heads_with_early_stopping(
     from conftest import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=seed_models"], return_hydra_config=True)
+        cfg = compose("train", overrides=["experiment=assignment_models"], return_hydra_config=True)
     assert cfg.hydra.sweeper.params.head == "A,B,C,D,E,F"
     assert cfg.model.net._target_.endswith("nets.mlp") and cfg.trainer.max_epochs == 1000
     stopping = cfg.callbacks.early_stopping
@@ -71,7 +71,7 @@ def test_the_epoch_line_is_keras_verbose_2() -> None:
     assert keras_epoch_line(0, -1, 1.0, {"train/loss": float("nan")}) == "Epoch 1/? - 1s"
 
 
-def test_the_model_summary_lists_layers_shapes_and_the_seeds_total() -> None:
+def test_the_model_summary_lists_layers_shapes_and_the_assignments_total() -> None:
     from cnnlab.models.nets import net_2
 
     text = keras_summary(net_2((1, 28, 28), 10), (1, 28, 28), "net_2")
@@ -80,7 +80,7 @@ def test_the_model_summary_lists_layers_shapes_and_the_seeds_total() -> None:
 
 
 @pytest.mark.slow
-def test_the_whole_study_writes_one_report_in_the_seeds_order(
+def test_the_whole_study_writes_one_report_in_the_assignments_order(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "study"
@@ -88,11 +88,11 @@ def test_the_whole_study_writes_one_report_in_the_seeds_order(
     args = ["debug=fast", *data, "--out", str(out)]
     result = run_cli("study.py", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = (out / "seed_report.md").read_text()
+    report = (out / "assignment_report.md").read_text()
     headings = re.findall(r"^## (.+)$", report, flags=re.M)
     figures = ["Figs. 1-3", "Fig. 4", "Fig. 5", "Fig. 7", "Fig. 8", "Fig. 9", "Figs. 10-11"]
     positions = [next(i for i, h in enumerate(headings) if f in h) for f in figures]
-    assert positions == sorted(positions), headings  # in the seed's order
+    assert positions == sorted(positions), headings  # in the assignment's order
     assert any(h.startswith("Sensitivity and specificity") for h in headings)
     assert "Total params: 1,625,866" in report and "Total params: 2,117,962" in report
     assert re.search(r"^Epoch 1/1 - \d+s - loss: [\d.]+ - accuracy: ", report, flags=re.M)

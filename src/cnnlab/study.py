@@ -1,5 +1,5 @@
-"""The seed's whole study in one command: its three parts as sweeps, a check of their
-datasets before any training, and one report that follows the seed's figures
+"""The assignment's whole study in one command: its three parts as sweeps, a check of their
+datasets before any training, and one report that follows the assignment's figures
 (`cnnlab.results.study_report`)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PLAN = (
         "mnist",
         "net_1 and net_2 on MNIST with Adadelta, Adam and Adagrad (Keras' defaults)",
         (
-            "experiment=seed_mnist",
+            "experiment=assignment_mnist",
             "model=net_1,net_2",
             "optimizer=adadelta_keras,adam_keras,adagrad_keras",
         ),
@@ -40,10 +40,12 @@ PLAN = (
     PartPlan(
         "cifar10",
         "net_1 on CIFAR-10 (batch 128, validation 0.2)",
-        ("experiment=seed_cifar10",),
+        ("experiment=assignment_cifar10",),
         False,
     ),
-    PartPlan("models", "models A-F (MLPs, early stopping)", ("experiment=seed_models",), True),
+    PartPlan(
+        "models", "models A-F (MLPs, early stopping)", ("experiment=assignment_models",), True
+    ),
 )
 
 

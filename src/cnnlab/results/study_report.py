@@ -1,5 +1,6 @@
-"""The seed's whole study as one report, `seed_report.md`, whose sections follow the seed's
-figures in order; built from the parts' sweep folders alone (their records, text and figures)."""
+"""The assignment's whole study as one report, `assignment_report.md`, whose sections follow
+the assignment's figures in order; built from the parts' sweep folders alone (their records,
+text and figures)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from cnnlab.results.markdown import fmt, relative, runs_table
 from cnnlab.results.report import FIGURE_PREFIX, REPORT_FILE, Run, find_runs, label_runs
 from cnnlab.results.text import code, markdown
 
-STUDY_REPORT = "seed_report.md"
+STUDY_REPORT = "assignment_report.md"
 SUMMARY_FILE = "model_summary.txt"
 
 
@@ -65,14 +66,14 @@ def _first(runs: list[Run], **choices: str) -> Run | None:
 
 
 def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -> Path:
-    """Write `seed_report.md` into `folder` (the study's), linking the parts' own reports."""
+    """Write `assignment_report.md` into `folder` (the study's), linking the parts' own reports."""
     parts = (mnist, cifar10, models)
     runs = {part.name: part.runs() for part in parts}
     lines = [
-        f"# The seed's study: {markdown(folder.name)}",
+        f"# The assignment's study: {markdown(folder.name)}",
         "",
         f"Built {datetime.now():%Y-%m-%d %H:%M} from the parts' run folders. Each part is a "
-        "sweep with its own report; the sections below follow the seed's figures in order.",
+        "sweep with its own report; the sections below follow the assignment's figures in order.",
         "",
         "| part | command | runs | completed | report |",
         "|---|---|---:|---:|---|",

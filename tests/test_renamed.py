@@ -1,0 +1,55 @@
+"""Names that changed in this release are refused with one line naming the new one."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cnnlab.renamed import RENAMED_EXPERIMENTS, renamed_experiment_message
+from conftest import CONF_DIR, ROOT, run_cli
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "experiment=seed_mnist",
+        "+experiment=seed_mnist",
+        "experiment=assignment_cifar10,seed_mnist",
+        "experiment=choice(assignment_models,seed_mnist)",
+    ],
+)
+def test_an_old_experiment_name_gets_its_new_one(arg: str) -> None:
+    message = renamed_experiment_message(["-m", "optimizer=adam", arg])
+    assert message == "experiment=seed_mnist is now experiment=assignment_mnist"
+
+
+@pytest.mark.parametrize(
+    "argv", [["experiment=assignment_mnist"], ["seed=1", "optimizer=adam"], ["-m", "seed=1,2"]]
+)
+def test_current_names_and_rng_seeds_pass(argv: list[str]) -> None:
+    assert renamed_experiment_message(argv) is None
+
+
+def test_every_new_experiment_name_exists_and_no_old_one_does() -> None:
+    presets = {path.stem for path in (CONF_DIR / "experiment").glob("*.yaml")}
+    assert set(RENAMED_EXPERIMENTS.values()) <= presets
+    assert not set(RENAMED_EXPERIMENTS) & presets
+
+
+def test_train_refuses_an_old_experiment_name_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("train.py", "experiment=seed_models", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr == "Error: experiment=seed_models is now experiment=assignment_models\n"
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_seed_points_to_make_assignment() -> None:
+    result = subprocess.run(
+        ["make", "seed"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.endswith("*** make seed is now make assignment.  Stop.\n")
+    assert result.stderr.count("\n") == 1
