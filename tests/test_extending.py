@@ -117,3 +117,6 @@ def test_every_command_of_the_page_runs(
         width = next((a.split("=")[1] for a in args if a.startswith("model.net.width=")), "6")
         config = only("train/runs/*/.hydra/config.yaml", tmp_path).read_text()
         assert f"width: {width}" in config and "cnnlab.models.lenet.lenet" in config
+    if "model.net.activation=silu" in args:  # a value cnnlab's own nets would refuse
+        summary = only("train/runs/*/model_summary.txt", tmp_path).read_text()
+        assert "(SiLU)" in summary and "(ReLU)" not in summary

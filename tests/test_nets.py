@@ -1,10 +1,18 @@
 """The seed's architectures: parameter counts, shapes, 'same' padding and init."""
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
-from cnnlab.models.nets import count_parameters, keras_init_, net_1, net_2, same_padding
+from cnnlab.errors import ConfigError
+from cnnlab.models.nets import count_parameters, keras_init_, mlp, net_1, net_2, same_padding
+from cnnlab.training.entry import as_user_error
 
 SEED_COUNTS = {
     ("net_1", (1, 28, 28)): 1_625_866,
@@ -67,8 +75,37 @@ def test_dense_head_is_configurable_for_the_seeds_models_a_to_f() -> None:
     linears = [m for m in net if isinstance(m, nn.Linear)]
     assert [lin.out_features for lin in linears] == [40, 40, 10]
     assert sum(isinstance(m, nn.Tanh) for m in net) == 2
-    with pytest.raises(ValueError, match="activation"):
-        net_1((1, 28, 28), 10, activation="swishy")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"activation": "relux"}, "model.net.activation='relux' is invalid: use one of relu, tanh"),
+        ({"init": "glorot"}, "model.net.init='glorot' is invalid: use one of torch, keras"),
+        ({"hidden_sizes": [0]}, "model.net.hidden_sizes=[0] is invalid: give a list of positive"),
+        ({"hidden_sizes": 40}, "model.net.hidden_sizes=40 is invalid: give a list of positive"),
+    ],
+)
+@pytest.mark.parametrize("net", [net_1, net_2, mlp])
+def test_each_net_refuses_a_setting_it_does_not_know_naming_the_key(
+    net: Callable[..., nn.Module], setting: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        net((1, 28, 28), 10, **setting)
+
+
+def test_a_bad_net_setting_is_one_line_naming_the_key_when_the_model_is_built(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
+    """As train() builds the model: the net's own check reaches the user as it is."""
+    cfg = compose_cfg(["model=net_1", "model.net.activation=relux"])
+    with pytest.raises(Exception) as info:
+        instantiate(cfg.model, _recursive_=False, sample_shape=[1, 28, 28], num_classes=10)
+    err = as_user_error(info.value)
+    assert isinstance(err, ConfigError) and "\n" not in str(err)
+    assert str(err) == (
+        "model.net.activation='relux' is invalid: use one of relu, tanh, sigmoid, elu, gelu"
+    )
 
 
 def test_keras_init_is_glorot_uniform_with_zero_biases() -> None:

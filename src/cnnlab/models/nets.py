@@ -6,6 +6,9 @@ A net is any function `(sample_shape, num_classes, **config) -> nn.Module` retur
 Nets take normalised float images in PyTorch's (N, C, H, W) layout and return
 logits; the seed's final softmax lives in the LightningModule's predict step,
 so training uses the numerically stable cross-entropy on logits (same maths).
+
+Each net checks its own settings (`check_head_settings` for these), so another net's
+`activation` or `init` can mean whatever that net says.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any, Literal
 
 from torch import nn
 
+from cnnlab.errors import check_value
+
 Activation = Literal["relu", "tanh", "sigmoid", "elu", "gelu"]
 Init = Literal["torch", "keras"]
 INITS = ("torch", "keras")  # PyTorch's own initialisation, or Keras' (glorot-uniform, zero bias)
 
-# The activations a dense head can use (the config check reads this table too).
+# The activations a dense head can use.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -55,12 +60,33 @@ def _check_shape(sample_shape: Sequence[int], num_classes: int) -> tuple[int, in
     return shape  # type: ignore[return-value]
 
 
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_head_settings(hidden_sizes: Any, activation: Any, init: Any = "torch") -> None:
+    """A ConfigError naming the `model.net.*` key, before any layer is built: these nets'
+    settings are checked where they are read, not by the run's config check."""
+    check_value(
+        "model.net.hidden_sizes",
+        hidden_sizes,
+        lambda v: not isinstance(v, str | bytes) and all(_is_size(h) for h in v),
+        "give a list of positive integers, e.g. [128] or [40,40]",
+    )
+    check_value(
+        "model.net.activation",
+        activation,
+        lambda v: v in ACTIVATIONS,
+        f"use one of {', '.join(ACTIVATIONS)}",
+    )
+    check_value("model.net.init", init, lambda v: v in INITS, f"use one of {', '.join(INITS)}")
+
+
 def dense_head(
     in_features: int, hidden_sizes: Sequence[int], activation: Activation, num_classes: int
 ) -> list[nn.Module]:
-    """Flatten -> hidden Dense layers -> logits; the seed's "models A-F" vary this part."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    """Flatten -> hidden Dense layers -> logits; the seed's "models A-F" vary this part.
+    Its settings are checked by `check_head_settings`."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for hidden in hidden_sizes:
@@ -84,8 +110,6 @@ def _finish(layers: list[nn.Module], init: Init) -> nn.Sequential:
     net = nn.Sequential(*layers)
     if init == "keras":
         keras_init_(net)
-    elif init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     return net
 
 
@@ -101,6 +125,7 @@ def _seed_net(
     the dense head: `hidden_sizes` and `activation` (the seed's models A-F vary these) and
     `init` ('torch', or 'keras' for Keras' glorot-uniform kernels and zero biases)."""
     channels, height, width = _check_shape(sample_shape, num_classes)
+    check_head_settings(hidden_sizes, activation, init)
     halved = (math.ceil(height / 2), math.ceil(width / 2))
     layers: list[nn.Module] = [
         *_conv_same(channels, 32, (height, width), 1),
@@ -135,6 +160,7 @@ def mlp(
 ) -> nn.Sequential:
     """Flatten -> hidden Dense layers -> logits: the seed's models A-F on their own."""
     channels, height, width = _check_shape(sample_shape, num_classes)
+    check_head_settings(hidden_sizes, activation, init)
     return _finish(
         dense_head(channels * height * width, hidden_sizes, activation, num_classes), init
     )

@@ -19,7 +19,6 @@ from cnnlab.data.datamodule import DATA_RULES, ImageDataModule
 from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import read_checkpoint
-from cnnlab.models.nets import ACTIVATIONS, INITS
 from cnnlab.results.record import is_location_key
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
 
@@ -97,21 +96,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         lambda v: v in CHANNELS_LAST_CHOICES,
         "use auto (NHWC where oneDNN runs it faster: CPUs with AVX-512), true or false",
     )
-    _check(cfg, "model.net.init", lambda v: v in INITS, f"use one of {', '.join(INITS)}")
-    _check(
-        cfg,
-        "model.net.activation",
-        lambda v: v in ACTIVATIONS,
-        f"use one of {', '.join(ACTIVATIONS)}",
-    )
-    hidden = _get(cfg, "model.net.hidden_sizes")
-    if hidden is not None and (
-        not OmegaConf.is_list(hidden) or not all(isinstance(h, int) and h >= 1 for h in hidden)
-    ):
-        raise ConfigError(
-            f"model.net.hidden_sizes={hidden!r} is invalid: give a list of positive integers, "
-            "e.g. [128] or [40,40]"
-        )
+    # model.net's own settings are the net's to check (cnnlab.models.nets checks its nets'),
+    # so a net of your own can take any activation or init it knows (docs/extending.md).
 
 
 # Keys that would pin the net's input or output size; cnnlab takes both from the dataset.
