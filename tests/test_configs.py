@@ -128,7 +128,6 @@ def test_early_stopping_is_a_switch(compose_cfg: Callable[..., DictConfig]) -> N
         ("data.val_fraction=1.5", "data.val_fraction"),
         ("trainer.max_epochs=0", "trainer.max_epochs"),
         ("optimizer.lr=0", "optimizer.lr"),
-        ("model.net.hidden_sizes=[0]", "model.net.hidden_sizes"),
     ],
 )
 def test_bad_values_are_rejected_before_training(
