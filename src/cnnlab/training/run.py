@@ -1,4 +1,5 @@
-"""The one training run: datamodule -> model -> callbacks -> loggers -> trainer -> fit -> test.
+"""The one training run: build (datamodule -> model -> callbacks -> loggers -> trainer), fit,
+test, then the record, the run's files and its dashboards.
 
 `src/train.py` is the thin Hydra entry point around `train`.
 """
@@ -10,6 +11,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +65,23 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
-    """Fit, test the best checkpoint, and write `metrics.json`; returns that summary.
+@dataclass
+class TrainingRun:
+    """The pieces of one run, built from its config; `history` and `results` are the
+    callbacks that collect what the record and the run's files report."""
 
-    `extra_callbacks` lets programs (the benchmark, tests) observe a run without config.
-    """
-    validate_train_config(cfg)
-    apply_runtime_settings(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = RunRecord(output_dir, writes=rank_zero_only.rank == 0)  # DDP: rank 0 writes
-    run_info = hydra_choices()
-    record.started(**run_info)
+    datamodule: ImageDataModule
+    model: ImageClassifier
+    trainer: pl.Trainer
+    loggers: list[Logger]
+    history: RunHistory
+    results: RunResults
 
-    pl.seed_everything(int(cfg.seed), workers=True)
 
-    log.info("Instantiating datamodule <%s>", cfg.data._target_)
-    datamodule: ImageDataModule = instantiate(cfg.data)
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
+    """The model, its input shape and classes taken from the data."""
     log.info("Instantiating model <%s> with net <%s>", cfg.model._target_, cfg.model.net._target_)
-    model: ImageClassifier = instantiate(
+    return instantiate(
         cfg.model,
         _recursive_=False,
         sample_shape=list(datamodule.sample_shape),
@@ -90,13 +90,19 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
     )
-    history = RunHistory()
-    run_results = RunResults()
+
+
+def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> TrainingRun:
+    """datamodule -> model -> callbacks -> loggers -> trainer."""
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: ImageDataModule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule)
+    history, results = RunHistory(), RunResults()
     callbacks = [
         StopOnSignal(),  # SIGINT/SIGTERM end the run between batches
         *quiet_for_parallel_jobs(instantiate_callbacks(cfg.get("callbacks"))),
         history,
-        run_results,
+        results,
         ConfigInCheckpoint(to_plain(cfg)),
         *extra_callbacks,
     ]
@@ -111,9 +117,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         profiler=cfg.trainer.get("profiler") or NoProfiler(),
         plugins=[AtomicCheckpointIO()],
     )
-    check_ddp_settings(cfg, trainer)
+    return TrainingRun(datamodule, model, trainer, loggers, history, results)
 
-    check_before_fit(cfg, datamodule, model)
+
+def describe(record: RunRecord, cfg: DictConfig, run: TrainingRun) -> None:
+    """What is trained, in the record before fitting."""
     record.describe(
         label=cfg.get("run_label"),
         data=cfg.data._target_.rsplit(".", 1)[-1],
@@ -122,51 +130,89 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         batch_size=int(cfg.data.batch_size),
         max_epochs=int(cfg.trainer.max_epochs),
         seed=int(cfg.seed),
-        params=model.num_parameters,
-        class_names=list(datamodule.class_names),
+        params=run.model.num_parameters,
+        class_names=list(run.datamodule.class_names),
     )
 
-    start = time.perf_counter()
-    with ddp_children_run_this_job(trainer), holding_resumed_folder(cfg.get("ckpt_path")):
-        # weights_only: tensors and plain values only (cnnlab.models.loading.read_checkpoint)
-        trainer.fit(
-            model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
-    train_seconds = time.perf_counter() - start
 
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+def _checkpoints(trainer: pl.Trainer) -> tuple[str | None, str | None]:
+    """The best and the last checkpoint written; None where there is none."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if callback is None:
+        return None, None
+    return callback.best_model_path or None, callback.last_model_path or None
+
+
+def fit(run: TrainingRun, cfg: DictConfig, record: RunRecord) -> None:
+    """Fit (resuming from `ckpt_path` if given), then record what fitting gave."""
+    trainer, ckpt_path = run.trainer, cfg.get("ckpt_path")
+    start = time.perf_counter()
+    with ddp_children_run_this_job(trainer), holding_resumed_folder(ckpt_path):
+        # weights_only: tensors and plain values only (cnnlab.models.loading.read_checkpoint)
+        trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    train_seconds = time.perf_counter() - start
+    best, last = _checkpoints(trainer)
+    history = run.history.epochs
     record.fitted(
-        data_sizes=datamodule.describe()["sizes"],
-        epochs=trainer.current_epoch if trainer.state.finished else len(history.epochs),
+        data_sizes=run.datamodule.describe()["sizes"],
+        epochs=trainer.current_epoch if trainer.state.finished else len(history),
         steps=trainer.global_step,
         train_s=train_seconds,
-        history=history.epochs,
+        history=history,
         final={k: scalar(v) for k, v in trainer.callback_metrics.items()},
-        best_checkpoint=best_path,
-        last_checkpoint=checkpoint.last_model_path if checkpoint is not None else None,
+        best_checkpoint=best,
+        last_checkpoint=last,
     )
 
-    if cfg.get("test", True):
-        ckpt_path = best_path or None
-        log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
-        results = trainer.test(
-            model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
-        )
-        test = {k: float(v) for k, v in results[0].items()} if results else {}
-        record.tested(test, ckpt_path, history.test_seconds)
-        if trainer.is_global_zero:
-            print(f"Test loss: {test.get('test/loss', math.nan)}")
-            print(f"Test accuracy: {test.get('test/acc', math.nan)}")
 
-    summary = record.fields
-    if record.writes:  # matrices and per-class table; rank 0 writes files
-        write_run_files(output_dir, summary, run_results.matrices)
+def run_test(run: TrainingRun, record: RunRecord) -> None:
+    """Test the best checkpoint (the final weights without one) on the official test split."""
+    ckpt_path, _ = _checkpoints(run.trainer)
+    log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
+    results = run.trainer.test(
+        run.model, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True
+    )
+    test = {k: float(v) for k, v in results[0].items()} if results else {}
+    record.tested(test, ckpt_path, run.history.test_seconds)
+    if run.trainer.is_global_zero:
+        print(f"Test loss: {test.get('test/loss', math.nan)}")
+        print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+
+
+def finish(record: RunRecord, cfg: DictConfig, run: TrainingRun) -> None:
+    """The result files, the completed record, then figures and dashboards (which never
+    raise, so a completed run stays completed). Other ranks write nothing."""
+    output_dir, summary, matrices = record.path.parent, record.fields, run.results.matrices
+    if record.writes:
+        write_run_files(output_dir, summary, matrices)
     record.completed()
-    if record.writes:  # other ranks' loggers write nothing (Lightning's dummies)
-        # The record first: figures and dashboards come after it and never raise.
-        figures = draw_run_figures(output_dir, summary, run_results.matrices)
-        log_figures(loggers, figures, summary["time"], int(summary["steps"]))
-        log_hparams(loggers, cfg, run_info["choices"], summary, swept_in_this_sweep())
+    if record.writes:
+        figures = draw_run_figures(output_dir, summary, matrices)
+        log_figures(run.loggers, figures, summary["time"], int(summary["steps"]))
+        log_hparams(run.loggers, cfg, summary["choices"], summary, swept_in_this_sweep())
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Fit, test the best checkpoint, and write `metrics.json`; returns that record.
+
+    `extra_callbacks` lets programs (the benchmark, tests) observe a run without config.
+    """
+    validate_train_config(cfg)
+    apply_runtime_settings(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(output_dir, writes=rank_zero_only.rank == 0)  # DDP: rank 0 writes
+    record.started(**hydra_choices())
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    run = build(cfg, extra_callbacks)
+    check_ddp_settings(cfg, run.trainer)
+    check_before_fit(cfg, run.datamodule, run.model)
+    describe(record, cfg, run)
+
+    fit(run, cfg, record)
+    if cfg.get("test", True):
+        run_test(run, record)
+    finish(record, cfg, run)
     log.info("Run folder: %s", output_dir)
-    return summary
+    return record.fields
