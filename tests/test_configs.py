@@ -66,7 +66,9 @@ def test_option_composes_and_instantiates(
     assert trainer.max_epochs >= 1
 
 
-def test_default_run_is_the_seeds_first_experiment(compose_cfg: Callable[..., DictConfig]) -> None:
+def test_default_run_is_the_assignments_first_experiment(
+    compose_cfg: Callable[..., DictConfig],
+) -> None:
     cfg = compose_cfg()
     assert cfg.data._target_.endswith("MNISTDataModule")
     assert cfg.model.net._target_ == "cnnlab.models.nets.net_1"

@@ -1,4 +1,4 @@
-"""Datamodules read the real formats once into tensors, split like the seed, fail clearly."""
+"""Datamodules read the real formats once into tensors, split like the assignment, fail clearly."""
 
 import shutil
 from pathlib import Path
@@ -26,7 +26,7 @@ from cnnlab.seed import normalize_images
         (CIFAR10DataModule, (3, 32, 32), 120),
     ],
 )
-def test_files_become_uint8_tensors_with_the_seeds_split(
+def test_files_become_uint8_tensors_with_the_assignments_split(
     synthetic_data_dir: Path, module: type, shape: tuple, val: int
 ) -> None:
     dm = module(data_dir=synthetic_data_dir, batch_size=32, verify_md5=False)
@@ -68,7 +68,7 @@ def test_random_split_is_seeded_and_disjoint(synthetic_data_dir: Path) -> None:
     assert len(a[0]) + len(a[1]) == 600
 
 
-def test_batches_are_whole_tensors_normalised_like_the_seed(synthetic_data_dir: Path) -> None:
+def test_batches_are_whole_tensors_normalised_like_the_assignment(synthetic_data_dir: Path) -> None:
     dm = MNISTDataModule(data_dir=synthetic_data_dir, batch_size=32)
     dm.setup()
     loader = dm.train_dataloader()

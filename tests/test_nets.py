@@ -1,4 +1,4 @@
-"""The seed's architectures: parameter counts, shapes, 'same' padding and init."""
+"""The assignment's architectures: parameter counts, shapes, 'same' padding and init."""
 
 import re
 from collections.abc import Callable
@@ -24,7 +24,7 @@ NETS = {"net_1": net_1, "net_2": net_2}
 
 
 @pytest.mark.parametrize(("name", "shape"), list(SEED_COUNTS))
-def test_parameter_counts_match_the_seed(name: str, shape: tuple[int, int, int]) -> None:
+def test_parameter_counts_match_the_assignment(name: str, shape: tuple[int, int, int]) -> None:
     net = NETS[name](shape, 10)
     assert count_parameters(net) == SEED_COUNTS[(name, shape)]
     logits = net(torch.rand(4, *shape))
@@ -70,7 +70,7 @@ def test_strided_same_conv_matches_tensorflow_alignment() -> None:
     assert out[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
 
 
-def test_dense_head_is_configurable_for_the_seeds_models_a_to_f() -> None:
+def test_dense_head_is_configurable_for_the_assignments_models_a_to_f() -> None:
     net = net_1((1, 28, 28), 10, hidden_sizes=[40, 40], activation="tanh")
     linears = [m for m in net if isinstance(m, nn.Linear)]
     assert [lin.out_features for lin in linears] == [40, 40, 10]

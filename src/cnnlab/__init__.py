@@ -1,4 +1,4 @@
-"""cnnlab: the seed's CNN experiments as a PyTorch Lightning + Hydra research template."""
+"""cnnlab: the assignment's CNN experiments as a PyTorch Lightning + Hydra research template."""
 
 import os
 from typing import Any

@@ -1,8 +1,8 @@
 """The LightningDataModule behind every dataset: a whole small dataset in memory as uint8 tensors.
 
 The files are parsed once; batches are then gathered by index from one tensor (no per-sample
-PIL images, no collation) and normalised on the device with the same maths as the seed's
-`normalize_images`. The datasets themselves are in `cnnlab.data.datasets`.
+PIL images, no collation) and normalised on the device with the same maths as the
+assignment's `normalize_images`. The datasets themselves are in `cnnlab.data.datasets`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval_batch_size": (_positive_int, "it must be an integer >= 1 (or null for the default)"),
     "val_fraction": (
         lambda v: 0 < float(v) < 1,
-        "it must lie strictly between 0 and 1 (the seed uses 0.1 for MNIST, 0.2 for CIFAR-10)",
+        "it must lie strictly between 0 and 1 (the assignment: 0.1 for MNIST, 0.2 for CIFAR-10)",
     ),
     "val_split": (
         lambda v: v in ("random", "last"),

@@ -218,7 +218,7 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
             )
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities, as the seed's softmax output layer gives them."""
+        """Class probabilities, as the assignment's softmax output layer gives them."""
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.softmax(self(images), dim=-1)
 

@@ -1,10 +1,10 @@
-"""The seed's two CNNs, layer for layer, with Keras' 'same' padding semantics.
+"""The assignment's two CNNs, layer for layer, with Keras' 'same' padding semantics.
 
 A net is any function `(sample_shape, num_classes, **config) -> nn.Module` returning logits;
 `conf/model/*.yaml` names it in `net._target_` (docs/extending.md adds one).
 
 Nets take normalised float images in PyTorch's (N, C, H, W) layout and return
-logits; the seed's final softmax lives in the LightningModule's predict step,
+logits; the assignment's final softmax lives in the LightningModule's predict step,
 so training uses the numerically stable cross-entropy on logits (same maths).
 
 Each net checks its own settings (`check_head_settings` for these), so another net's
@@ -85,7 +85,7 @@ def check_head_settings(hidden_sizes: Any, activation: Any, init: Any = "torch")
 def dense_head(
     in_features: int, hidden_sizes: Sequence[int], activation: Activation, num_classes: int
 ) -> list[nn.Module]:
-    """Flatten -> hidden Dense layers -> logits; the seed's "models A-F" vary this part.
+    """Flatten -> hidden Dense layers -> logits; the assignment's "models A-F" vary this part.
     Its settings are checked by `check_head_settings`."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
@@ -113,7 +113,7 @@ def _finish(layers: list[nn.Module], init: Init) -> nn.Sequential:
     return net
 
 
-def _seed_net(
+def _two_conv_net(
     sample_shape: Sequence[int],
     num_classes: int,
     downsample: Literal["pool", "stride"],
@@ -121,9 +121,9 @@ def _seed_net(
     activation: Activation = "relu",
     init: Init = "torch",
 ) -> nn.Sequential:
-    """The seed's two convolutions, halved by pooling (net_1) or a strided conv (net_2), then
-    the dense head: `hidden_sizes` and `activation` (the seed's models A-F vary these) and
-    `init` ('torch', or 'keras' for Keras' glorot-uniform kernels and zero biases)."""
+    """The assignment's two convolutions, halved by pooling (net_1) or a strided conv (net_2),
+    then the dense head: `hidden_sizes` and `activation` (the assignment's models A-F vary
+    these) and `init` ('torch', or 'keras' for Keras' glorot-uniform kernels and zero biases)."""
     channels, height, width = _check_shape(sample_shape, num_classes)
     check_head_settings(hidden_sizes, activation, init)
     halved = (math.ceil(height / 2), math.ceil(width / 2))
@@ -142,13 +142,13 @@ def _seed_net(
 
 def net_1(sample_shape: Sequence[int], num_classes: int, **head: Any) -> nn.Sequential:
     """Conv(32,3x3,same,relu) -> Conv(64,3x3,same,relu) -> MaxPool(2x2,same) -> Dense head
-    (`head`: hidden_sizes, activation, init; see `_seed_net`)."""
-    return _seed_net(sample_shape, num_classes, "pool", **head)
+    (`head`: hidden_sizes, activation, init; see `_two_conv_net`)."""
+    return _two_conv_net(sample_shape, num_classes, "pool", **head)
 
 
 def net_2(sample_shape: Sequence[int], num_classes: int, **head: Any) -> nn.Sequential:
     """As net_1 without pooling; the second conv downsamples with stride 2 instead."""
-    return _seed_net(sample_shape, num_classes, "stride", **head)
+    return _two_conv_net(sample_shape, num_classes, "stride", **head)
 
 
 def mlp(
@@ -158,7 +158,7 @@ def mlp(
     activation: Activation = "relu",
     init: Init = "torch",
 ) -> nn.Sequential:
-    """Flatten -> hidden Dense layers -> logits: the seed's models A-F on their own."""
+    """Flatten -> hidden Dense layers -> logits: the assignment's models A-F on their own."""
     channels, height, width = _check_shape(sample_shape, num_classes)
     check_head_settings(hidden_sizes, activation, init)
     return _finish(

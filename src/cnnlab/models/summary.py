@@ -1,5 +1,5 @@
 """The model summary as Keras' `model.summary()` prints it: each layer, its output shape and
-parameters, and the total (the seed's Figs. 1-3)."""
+parameters, and the total (the assignment's Figs. 1-3)."""
 
 from __future__ import annotations
 

@@ -148,7 +148,7 @@ def confusion_grid_figure(
 
 
 def times_figure(labels: Sequence[str], seconds: Sequence[float]) -> Figure:
-    """Training time per run, one bar each, value on top (the seed's Fig. 7)."""
+    """Training time per run, one bar each, value on top (the assignment's Fig. 7)."""
     figure = new_figure(max(5.0, 1.2 * len(labels) + 2), 4)
     ax = figure.subplots()
     bars = ax.bar(range(len(labels)), seconds, color="tab:blue")
@@ -164,7 +164,7 @@ def times_figure(labels: Sequence[str], seconds: Sequence[float]) -> Figure:
 
 def sweep_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
     """Loss and accuracy per epoch of every run overlaid, training dashed and validation solid
-    in the run's colour (the seed's Figs. 5-6)."""
+    in the run's colour (the assignment's Figs. 5-6)."""
     figure = new_figure(11, 4.5)
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, metric, label in zip(

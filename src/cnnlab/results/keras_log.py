@@ -1,4 +1,4 @@
-"""The seed's training log: Keras' `verbose=2` line per epoch, from a run's epoch metrics."""
+"""The assignment's training log: Keras' `verbose=2` line per epoch, from a run's epoch metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sweep report: the seed's whole "Resultados" section, from the run folders' files alone.
+"""The sweep report: the assignment's whole "Resultados" section, from the run folders' files alone.
 
 `build_report(folder)` reads every training run under `folder` (its `metrics.json` and
 `confusion.json`; Hydra's `.hydra/overrides.yaml` when a job left no record) and writes
@@ -256,7 +256,7 @@ def _matrix_panels(runs: list[Run], split: str) -> list[tuple[str, Any, list[str
 
 
 def draw_group_figures(group: Group) -> None:
-    """The seed's Figs. 5-11 for one sweep, as PNG files under the group's figures folder.
+    """The assignment's Figs. 5-11 for one sweep, as PNG files under the group's figures folder.
 
     A figure that cannot be drawn is named in the report and the log; the others and the
     report's text still come."""

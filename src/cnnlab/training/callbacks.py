@@ -158,8 +158,8 @@ class RunResults(pl.Callback):
 
 
 class KerasEpochLines(pl.Callback):
-    """One line per epoch in the console and train.log, as the seed's Keras `verbose=2` prints:
-    `Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - ...`."""
+    """One line per epoch in the console and train.log, as the assignment's Keras `verbose=2`
+    prints: `Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - ...`."""
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix  # e.g. "[optimizer=adam] " in a job running beside others

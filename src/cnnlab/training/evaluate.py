@@ -59,7 +59,7 @@ def datamodule_of(run_cfg: dict[str, Any], ckpt_path: Path, cfg: DictConfig) -> 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test loss and accuracy of `cfg.ckpt_path`, printed as the seed does and saved as JSON."""
+    """Test loss and accuracy of `cfg.ckpt_path`, printed as the assignment does, saved as JSON."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise ConfigError(f"ckpt_path is required: {USAGE}")
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
