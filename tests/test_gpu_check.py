@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-import gpu_check
+from cnnlab_bench import gpu_check
 from conftest import run_cli
 
 

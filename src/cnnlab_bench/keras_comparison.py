@@ -27,13 +27,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnnlab.bench.contenders import BareLoop, pipeline_run
-from cnnlab.bench.load import busy_processes
-from cnnlab.bench.rows import Row, Settings, compose_run
-from cnnlab.bench.tables import cpu_kind, write_page
 from cnnlab.data.datasets import DEBIAN_FASHION_MNIST, FashionMNISTDataModule
 from cnnlab.data.synthetic import write_idx
 from cnnlab.speed.runtime import apply_runtime_settings
+from cnnlab_bench.contenders import BareLoop, pipeline_run
+from cnnlab_bench.load import busy_processes
+from cnnlab_bench.rows import Row, Settings, compose_run
+from cnnlab_bench.tables import cpu_kind, write_page
 
 KERAS_SCRIPT = Path(__file__).with_name("keras_seed.py")
 SEED_TRAIN_IMAGES = 54_000  # 60,000 less Keras' validation_split=0.1 (the last 6,000)

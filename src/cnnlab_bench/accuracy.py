@@ -9,10 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cnnlab.bench.rows import Row, Settings, bench_device, compose_run
-from cnnlab.bench.timing import median
 from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
+from cnnlab_bench.rows import Row, Settings, bench_device, compose_run
+from cnnlab_bench.timing import median
 
 
 def accuracy_check(settings: Settings, data_dir: Path, work: Path) -> dict[str, Any]:

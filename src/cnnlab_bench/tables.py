@@ -274,7 +274,8 @@ def write_index(folder: Path) -> None:
         "# Benchmark results\n\nOne page per CPU kind and precision (and load, and the Keras "
         "comparison), each written by `make bench` or `make bench-keras` (`src/bench.py`) on "
         "that machine, and one per GPU kind, written by `make gpu-check` (`src/gpu_check.py`); "
-        "see [speed](../speed.md) for what the columns mean.\n\n" + "\n".join(entries) + "\n"
+        "both run the benchmark's package, `src/cnnlab_bench/`. See [speed](../speed.md) for "
+        "what the columns mean.\n\n" + "\n".join(entries) + "\n"
     )
 
 

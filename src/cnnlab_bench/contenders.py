@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnnlab.bench.timing import StepClock, StepPhases, TrainWindow, sync
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.sampling import IndexBatchSampler
 from cnnlab.models.optimizers import build_optimizer
 from cnnlab.seed import normalize_tensor
 from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
+from cnnlab_bench.timing import StepClock, StepPhases, TrainWindow, sync
 
 
 def pipeline_run(cfg: DictConfig, device: torch.device) -> dict[str, Any]:

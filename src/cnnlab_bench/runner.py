@@ -27,10 +27,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cnnlab.bench.accuracy import accuracy_check
-from cnnlab.bench.contenders import bare_run, minimal_lightning_run, pipeline_run
-from cnnlab.bench.load import busy_processes
-from cnnlab.bench.rows import (
+from cnnlab.data.datamodule import ImageDataModule
+from cnnlab.speed.cpu_memory import release_freed_memory
+from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
+from cnnlab.speed.runtime import apply_runtime_settings
+from cnnlab_bench.accuracy import accuracy_check
+from cnnlab_bench.contenders import bare_run, minimal_lightning_run, pipeline_run
+from cnnlab_bench.load import busy_processes
+from cnnlab_bench.rows import (
     DEFAULT_ROWS,
     Row,
     Settings,
@@ -38,11 +42,7 @@ from cnnlab.bench.rows import (
     compose_run,
     prepare_data,
 )
-from cnnlab.bench.timing import best, median, median_phases, peak_rss_mb, reset_peak_rss
-from cnnlab.data.datamodule import ImageDataModule
-from cnnlab.speed.cpu_memory import release_freed_memory
-from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
-from cnnlab.speed.runtime import apply_runtime_settings
+from cnnlab_bench.timing import best, median, median_phases, peak_rss_mb, reset_peak_rss
 
 
 def per_step_verdict(step_ms: dict[str, dict[str, float]]) -> dict[str, float] | None:
