@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnlab.assignment import normalize_images
 from cnnlab.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -15,7 +16,6 @@ from cnnlab.data import (
 )
 from cnnlab.data.synthetic import write_idx_dataset
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
-from cnnlab.seed import normalize_images
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cnnlab.assignment import normalize_tensor
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.data.sampling import IndexBatchSampler
 from cnnlab.models.optimizers import build_optimizer
-from cnnlab.seed import normalize_tensor
 from cnnlab.speed.layout import use_channels_last
 from cnnlab.training.run import train
 from cnnlab_bench.timing import StepClock, StepPhases, TrainWindow, sync

@@ -17,11 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cnnlab.assignment import normalize_tensor
 from cnnlab.data.checks import check_published_md5, find_misplaced, layout_message
 from cnnlab.data.files import folder_lock
 from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
-from cnnlab.seed import normalize_tensor
 
 ValSplit = Literal["random", "last"]
 

@@ -1,13 +1,13 @@
-"""The seed's own checks of its helpers, ported, plus the errors cnnlab adds."""
+"""The assignment's own checks of its helpers, ported, plus the errors cnnlab adds."""
 
 import numpy as np
 import pytest
 import torch
 
-from cnnlab.seed import normalize_images, normalize_tensor, one_hot
+from cnnlab.assignment import normalize_images, normalize_tensor, one_hot
 
 
-def test_normalize_images_as_the_seed_tests_it() -> None:
+def test_normalize_images_as_the_assignment_tests_it() -> None:
     test_numbers = np.array([0, 127, 255])
     out = normalize_images(test_numbers)
     assert type(out).__module__ == np.__name__, "Not Numpy Object"
@@ -16,7 +16,7 @@ def test_normalize_images_as_the_seed_tests_it() -> None:
     assert out.dtype == np.float32
 
 
-def test_one_hot_as_the_seed_tests_it() -> None:
+def test_one_hot_as_the_assignment_tests_it() -> None:
     test_numbers = np.arange(10)
     out = one_hot(test_numbers, 10)
     expected = np.identity(10)

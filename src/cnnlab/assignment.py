@@ -1,4 +1,5 @@
-"""The seed's own API, `normalize_images` and `one_hot`: numpy in, numpy out, its exact semantics.
+"""The assignment's own API, `normalize_images` and `one_hot`: numpy in, numpy out, its exact
+semantics.
 
 `normalize_tensor` is the same maths on a tensor, used by the data path on the device.
 """
@@ -10,7 +11,7 @@ import torch
 
 
 def normalize_images(images: np.ndarray) -> np.ndarray:
-    """Scale 8-bit pixels to [0, 1] as float32, exactly as the seed does."""
+    """Scale 8-bit pixels to [0, 1] as float32, exactly as the assignment does."""
     return np.asarray(images).astype("float32") / 255.0
 
 
