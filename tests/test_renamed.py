@@ -1,12 +1,13 @@
 """Names that changed in this release are refused with one line naming the new one."""
 
+import importlib
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from cnnlab.renamed import RENAMED_EXPERIMENTS, renamed_experiment_message
+from cnnlab.renamed import RENAMED_EXPERIMENTS, RENAMED_MODULES, renamed_experiment_message
 from conftest import CONF_DIR, ROOT, run_cli
 
 
@@ -53,3 +54,11 @@ def test_make_seed_points_to_make_assignment() -> None:
     assert result.stdout == ""
     assert result.stderr.endswith("*** make seed is now make assignment.  Stop.\n")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(RENAMED_MODULES.items()))
+def test_an_old_module_names_its_new_home(old: str, new: str) -> None:
+    with pytest.raises(ImportError, match=f"^{old} is now {new}: from {new} import ") as raised:
+        importlib.import_module(old)
+    assert raised.value.name == old
+    importlib.import_module(new)

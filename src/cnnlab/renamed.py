@@ -12,6 +12,9 @@ RENAMED_EXPERIMENTS = {
     "seed_cifar10": "assignment_cifar10",
     "seed_models": "assignment_models",
 }
+# Modules that only raise an ImportError naming their new home (code that imports every
+# module of cnnlab skips these).
+RENAMED_MODULES = {"cnnlab.seed": "cnnlab.assignment"}
 _EXPERIMENT = re.compile(r"^[+~]*experiment=(?P<value>.*)$")
 
 
