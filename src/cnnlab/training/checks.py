@@ -98,6 +98,32 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     # model.net's own settings are the net's to check (cnnlab.models.nets checks its nets'),
     # so a net of your own can take any activation or init it knows (docs/extending.md).
+    check_trainer_switches(cfg)
+
+
+def _callback_enabled(cfg: DictConfig, name: str) -> bool:
+    """As `instantiate_callbacks` reads it: present, not null, and not `enabled: false`."""
+    conf = _get(cfg, f"callbacks.{name}")
+    return conf is not None and bool(conf.get("enabled", True))
+
+
+def check_trainer_switches(cfg: DictConfig) -> None:
+    """The Trainer's checkpoint and progress bar switches agree with the callbacks that
+    provide them; otherwise Lightning would add its own checkpoints, or refuse at length."""
+    checkpointing = _get(cfg, "trainer.enable_checkpointing")
+    saving = _callback_enabled(cfg, "model_checkpoint")
+    if checkpointing is not None and bool(checkpointing) != saving:
+        fix = "true" if checkpointing else "false"
+        raise ConfigError(
+            f"trainer.enable_checkpointing={checkpointing} but callbacks.model_checkpoint is "
+            f"{'enabled' if saving else 'off'}: set callbacks.model_checkpoint.enabled={fix} "
+            "instead (trainer.enable_checkpointing follows it)"
+        )
+    if _get(cfg, "trainer.enable_progress_bar") is False and _callback_enabled(cfg, "progress_bar"):
+        raise ConfigError(
+            "trainer.enable_progress_bar=false but callbacks.progress_bar is enabled: set "
+            "callbacks.progress_bar.enabled=false instead (trainer.enable_progress_bar follows it)"
+        )
 
 
 # Keys that would pin the net's input or output size; cnnlab takes both from the dataset.

@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -29,10 +29,10 @@ from cnnlab.results.record import RunRecord
 from cnnlab.results.run_files import draw_run_figures, write_run_files
 from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.scale.job_resources import quiet_for_parallel_jobs
-from cnnlab.speed.lightning_trims import NoProfiler
+from cnnlab.speed import lightning_trims
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
-from cnnlab.training.checkpoint import AtomicCheckpointIO, holding_resumed_folder
+from cnnlab.training.checkpoint import holding_resumed_folder
 from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
 from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
@@ -97,25 +97,24 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Train
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule: ImageDataModule = instantiate(cfg.data)
     model = build_model(cfg, datamodule)
+    if cfg.get("cheap_hook_bookkeeping"):  # a speed switch (docs/speed.md)
+        lightning_trims.skip_hook_name_checks(model)
     history, results = RunHistory(), RunResults()
+    configured = instantiate_callbacks(cfg.get("callbacks"))
+    quiet = quiet_for_parallel_jobs(configured)
     callbacks = [
         StopOnSignal(),  # SIGINT/SIGTERM end the run between batches
-        *quiet_for_parallel_jobs(instantiate_callbacks(cfg.get("callbacks"))),
+        *quiet,
         history,
         results,
         ConfigInCheckpoint(to_plain(cfg)),
         *extra_callbacks,
     ]
     loggers = instantiate_loggers(cfg.get("logger"))
-    # Checkpoints and the progress bar exist iff configured (Lightning would add its own).
+    # A job beside others drops its bar (quiet_for_parallel_jobs): Lightning must not add one.
+    no_bar = {"enable_progress_bar": False} if len(quiet) < len(configured) else {}
     trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
-        profiler=cfg.trainer.get("profiler") or NoProfiler(),
-        plugins=[AtomicCheckpointIO()],
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_bar
     )
     return TrainingRun(datamodule, model, trainer, loggers, history, results)
 

@@ -1,0 +1,85 @@
+"""The one training run: its record, and Trainer settings that are the user's to choose."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.profilers import PassThroughProfiler
+
+from cnnlab.errors import ConfigError
+from cnnlab.results.record import RunRecord, best_epoch, read_json
+from cnnlab.training.checkpoint import AtomicCheckpointIO
+from cnnlab.training.checks import validate_train_config
+from cnnlab.training.run import build
+
+
+def test_only_the_writing_rank_writes_the_record(tmp_path: Path) -> None:
+    mine, other = RunRecord(tmp_path / "a"), RunRecord(tmp_path / "b", writes=False)
+    for record in (mine, other):
+        record.started({"optimizer": "adam"}, ["optimizer=adam"])
+        record.completed()
+    assert read_json(mine.path) == {
+        "status": "completed",
+        "choices": {"optimizer": "adam"},
+        "overrides": ["optimizer=adam"],
+        "output_dir": str(tmp_path / "a"),
+    }
+    assert not other.path.exists() and other.fields["status"] == "completed"
+
+
+def test_the_best_epoch_follows_the_metric_and_mode() -> None:
+    history = [
+        {"epoch": 0, "val/acc": 0.5, "val/loss": 0.9},
+        {"epoch": 1, "val/acc": 0.7, "val/loss": 0.8},
+        {"epoch": 2, "val/acc": 0.6, "val/loss": 0.4},
+        {"epoch": 3, "val/acc": float("nan"), "val/loss": float("nan")},
+    ]
+    assert best_epoch(history, "val/acc", "max")["epoch"] == 1
+    assert best_epoch(history, "val/loss", "min")["epoch"] == 2
+    assert best_epoch(history[3:], "val/loss", "min") is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (
+            ["trainer.enable_checkpointing=true", "callbacks.model_checkpoint.enabled=false"],
+            "set callbacks.model_checkpoint.enabled=true instead",
+        ),
+        (["trainer.enable_checkpointing=false"], "callbacks.model_checkpoint.enabled=false"),
+        (["trainer.enable_progress_bar=false"], "callbacks.progress_bar.enabled=false"),
+    ],
+)
+def test_trainer_switches_that_contradict_the_callbacks_are_refused_in_one_line(
+    compose_cfg: Callable[..., DictConfig], overrides: list[str], says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(compose_cfg(overrides))
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_users_trainer_settings_win(
+    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
+) -> None:
+    data = f"paths.data_dir={synthetic_data_dir}"
+    default = build(compose_cfg([data])).trainer
+    assert isinstance(default.checkpoint_callback, ModelCheckpoint)
+    assert isinstance(default.progress_bar_callback, TQDMProgressBar)
+    assert isinstance(default.strategy.checkpoint_io, AtomicCheckpointIO)
+    chosen = [
+        data,
+        "callbacks.progress_bar.enabled=false",
+        "trainer.enable_progress_bar=true",  # Lightning's own bar
+        "trainer.profiler=null",  # Lightning's own no-op profiler
+        "callbacks.model_checkpoint.enabled=false",
+        "trainer.plugins=[]",
+    ]
+    cfg = compose_cfg(chosen)
+    validate_train_config(cfg)
+    trainer = build(cfg).trainer
+    assert trainer.progress_bar_callback is not None
+    assert type(trainer.profiler) is PassThroughProfiler
+    assert trainer.checkpoint_callback is None
+    assert not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
