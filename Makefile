@@ -64,7 +64,7 @@ $(KERAS_VENV)/.installed:
 	$(KERAS_VENV)/bin/pip install --quiet --disable-pip-version-check "tensorflow-cpu>=2.16"
 	@touch $@
 
-bench-keras: $(STAMP) $(KERAS_VENV)/.installed ## cnnlab against the seed's Keras net_1 (in .venv-keras), quiet and beside 1 busy process
+bench-keras: $(STAMP) $(KERAS_VENV)/.installed ## cnnlab against the assignment's Keras net_1 (in .venv-keras), quiet and beside 1 busy process
 	$(PY) src/bench.py --keras $(KERAS_VENV)/bin/python --optimizer adam --reps 2 --load 1 $(BENCH_ARGS)
 
 gpu-check: $(STAMP) ## the GPU path on a real GPU: gpu tests, sweeps, bench rows; JSON and page (no CUDA: refuses)

@@ -1,5 +1,5 @@
 """The command line of `python src/bench.py` (make bench, bench-sweep, bench-keras): cnnlab's
-pipeline against a bare PyTorch loop, the timed sweep, or the seed's Keras."""
+pipeline against a bare PyTorch loop, the timed sweep, or the assignment's Keras."""
 
 import argparse
 import json
@@ -96,7 +96,7 @@ def main() -> None:
         type=Path,
         default=None,
         metavar="PYTHON",
-        help="compare with the seed's Keras net_1, run by this Python (make bench-keras)",
+        help="compare with the assignment's Keras net_1, run by this Python (make bench-keras)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON file (default: outputs/bench/)"

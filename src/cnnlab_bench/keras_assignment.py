@@ -1,10 +1,11 @@
-"""The seed's own Keras code as a benchmark contender: net_1 verbatim, `model.fit` on arrays.
+"""The assignment's own Keras code as a benchmark contender: net_1 verbatim, `model.fit` on
+arrays.
 
 Runs in its own environment (`.venv-keras`, TensorFlow's CPU build; `make bench-keras` makes
-it), so it imports nothing of cnnlab and no torch: `python keras_seed.py ARRAYS.npz` reads
-uint8 images (N x 28 x 28) and labels, normalises them as the seed does, trains a warm-up on
-the first `--warmup-steps` batches (TensorFlow traces and compiles its step there), then one
-measured epoch over all the arrays with shuffling, and prints one JSON line.
+it), so it imports nothing of cnnlab and no torch: `python keras_assignment.py ARRAYS.npz`
+reads uint8 images (N x 28 x 28) and labels, normalises them as the assignment does, trains a
+warm-up on the first `--warmup-steps` batches (TensorFlow traces and compiles its step there),
+then one measured epoch over all the arrays with shuffling, and prints one JSON line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no oneDNN / CUDA banner li
 
 
 def net_1(sample_shape: tuple[int, ...], nb_classes: int):
-    """The seed's net_1, as its notebook writes it."""
+    """The assignment's net_1, as its notebook writes it."""
     from keras.layers import Conv2D, Dense, Flatten, Input, MaxPooling2D
     from keras.models import Model
 
@@ -45,7 +46,7 @@ def main() -> None:
     from keras.utils import to_categorical
 
     arrays = np.load(args.arrays)
-    x = (arrays["images"].astype("float32") / 255.0)[..., None]  # the seed's normalize_images
+    x = (arrays["images"].astype("float32") / 255.0)[..., None]  # the assignment's normalize_images
     y = to_categorical(arrays["labels"], 10)
     model = net_1(x.shape[1:], 10)
     model.compile(loss="categorical_crossentropy", optimizer=args.optimizer, metrics=["accuracy"])
