@@ -8,8 +8,6 @@ import numpy as np
 
 from cnnlab.results.text import markdown
 
-CONFUSION_FILE = "confusion.json"
-
 
 def normalize_rows(counts: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     """Each row (true class) divided by its total, so it sums to 1; a row without samples is

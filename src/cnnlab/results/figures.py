@@ -24,7 +24,6 @@ from cnnlab.results.confusion import normalize_rows
 from cnnlab.results.text import figure_text
 
 History = Sequence[Mapping[str, Any]]
-CURVES_FILE = "curves.png"
 
 
 def new_figure(width: float, height: float) -> Figure:

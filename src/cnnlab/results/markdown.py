@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from cnnlab.results.confusion import CONFUSION_FILE, per_class_table
-from cnnlab.results.figures import CURVES_FILE
+from cnnlab.file_names import CONFUSION_FILE, CURVES_FILE
+from cnnlab.results.confusion import per_class_table
 from cnnlab.results.text import code, markdown
 
 if TYPE_CHECKING:

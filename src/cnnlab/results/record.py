@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.json"
+from cnnlab.file_names import METRICS_FILE
+
 COMPLETED = "completed"
 
 # Config keys (and prefixes) that say where files live, not what was trained: they never tell

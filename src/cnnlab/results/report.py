@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from cnnlab.errors import CnnlabError
-from cnnlab.results.confusion import CONFUSION_FILE
+from cnnlab.file_names import CONFUSION_FILE, FIGURE_PREFIX, METRICS_FILE, REPORT_FILE
 from cnnlab.results.figures import (
     confusion_figure,
     confusion_grid_figure,
@@ -35,9 +35,9 @@ from cnnlab.results.figures import (
     times_figure,
 )
 from cnnlab.results.markdown import finite, fmt, relative, render_group
+from cnnlab.results.multirun import expected_jobs
 from cnnlab.results.record import (
     COMPLETED,
-    METRICS_FILE,
     confusion_problem,
     is_location_key,
     job_order,
@@ -46,17 +46,11 @@ from cnnlab.results.record import (
     write_text_atomic,
 )
 from cnnlab.results.text import code, markdown, plain
-from cnnlab.scale.sweeps import expected_jobs
 from cnnlab.signals import stop_signals_handled_by
 
 log = logging.getLogger(__name__)
 
 UNREADABLE = "unreadable"  # a job whose metrics.json exists but cannot be read as a record
-
-REPORT_FILE = "report.md"
-# Figures sit next to report.md as files, not in a folder, so that nothing new looks like
-# a job folder in a sweep (or like a sweep in a folder of sweeps).
-FIGURE_PREFIX = "report_"
 
 
 @dataclass

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from cnnlab.results.confusion import CONFUSION_FILE, per_class_table
-from cnnlab.results.figures import CURVES_FILE, confusion_figure, curves_figure, save_png
+from cnnlab.file_names import CONFUSION_FILE, CURVES_FILE, PER_CLASS_FILE
+from cnnlab.results.confusion import per_class_table
+from cnnlab.results.figures import confusion_figure, curves_figure, save_png
 from cnnlab.results.record import write_json
 from cnnlab.results.text import plain
 
 log = logging.getLogger(__name__)
 
-PER_CLASS_FILE = "test_per_class.md"
 SPLIT_NAMES = {"train": "Training set", "val": "Validation set", "test": "Test set"}
 
 Counts = list[list[int]]

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cnnlab.file_names import CURVES_FILE, FIGURE_PREFIX, REPORT_FILE, SUMMARY_FILE
 from cnnlab.results.confusion import per_class_table
 from cnnlab.results.keras_log import keras_log
 from cnnlab.results.markdown import fmt, relative, runs_table
-from cnnlab.results.report import FIGURE_PREFIX, REPORT_FILE, Run, find_runs, label_runs
+from cnnlab.results.report import Run, find_runs, label_runs
 from cnnlab.results.text import code, markdown
 
 STUDY_REPORT = "assignment_report.md"
-SUMMARY_FILE = "model_summary.txt"
 
 
 @dataclass
@@ -103,8 +103,8 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
     lines += ["## Loss (Fig. 5) and accuracy (Fig. 6) per epoch, training and validation", ""]
     for part in (models, mnist):
         lines += _figure(part, "curves", "loss and accuracy per epoch", folder)
-    if cifar_run is not None and (cifar_run.folder / "curves.png").is_file():
-        lines += _figure_file(cifar_run.folder / "curves.png", "CIFAR-10, net_1", folder)
+    if cifar_run is not None and (cifar_run.folder / CURVES_FILE).is_file():
+        lines += _figure_file(cifar_run.folder / CURVES_FILE, "CIFAR-10, net_1", folder)
 
     lines += ["## Training time per model (Fig. 7)", ""]
     for part in (models, mnist):

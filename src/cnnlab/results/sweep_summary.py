@@ -10,10 +10,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.results.record import COMPLETED, METRICS_FILE, job_order, read_checked, record_problem
+from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, STOPPED_FILE
+from cnnlab.results.record import COMPLETED, job_order, read_checked, record_problem
 from cnnlab.results.report import UNREADABLE, ReportStopped, report_after_sweep
 from cnnlab.results.text import plain
-from cnnlab.scale.sweeps import FAIL_FAST_FILE, STOPPED_FILE
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ terminal (or `kill`, or a scheduler) signals, passes each SIGINT/SIGTERM to ever
 
 * first signal: each job stops at its next batch boundary and records `interrupted` with its
   checkpoint and resume command; jobs not yet started are recorded as not started (a marker,
-  `cnnlab.scale.sweeps.STOPPED_FILE`, tells workers that start later); the sweep then ends as
+  `cnnlab.file_names.STOPPED_FILE`, tells workers that start later); the sweep then ends as
   usual, with its report and the list of jobs that did not complete;
 * second signal: each job stops at once (its record says so), and the sweep exits 130.
 """
@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from cnnlab.scale.sweeps import STOPPED_FILE
+from cnnlab.file_names import STOPPED_FILE, WORKERS_DIR
 from cnnlab.signals import stop_signals_handled_by, write_stderr
-
-WORKERS_DIR = ".workers"  # one empty file per worker process, named by its pid
 
 _registered: set[Path] = set()
 

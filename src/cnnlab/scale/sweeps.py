@@ -14,28 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import CnnlabError
-from cnnlab.results.record import COMPLETED, METRICS_FILE, is_location_key, read_json
+from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, MULTIRUN_FILE, STOPPED_FILE
+from cnnlab.results.multirun import parse_overrides, saved_overrides
+from cnnlab.results.record import COMPLETED, is_location_key, read_json
 from cnnlab.results.text import plain
 from cnnlab.trust import override_problem
 
 log = logging.getLogger(__name__)
 
-MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes it before the first job
-FAIL_FAST_FILE = ".failed_job"  # written by the first failed job of a fail-fast sweep
-STOPPED_FILE = ".stopped"  # a sweep of parallel jobs got a stop signal: holds its name
 _MAX_LABEL = 120  # bytes of a job folder's label, well inside file-name limits (255 bytes)
-
-
-def _parse(overrides: list[str]) -> list[Any]:
-    return OverridesParser.create().parse_overrides(overrides=list(overrides))
 
 
 def swept_keys(sweep_dir: Path, sweeper_params: Any = None) -> list[str]:
@@ -44,14 +37,14 @@ def swept_keys(sweep_dir: Path, sweeper_params: Any = None) -> list[str]:
     keys: list[str] = []
     if (sweep_dir / MULTIRUN_FILE).is_file():
         task = saved_overrides(sweep_dir)["task"]
-        keys += [o.key_or_group for o in _parse(task) if o.is_sweep_override()]
+        keys += [o.key_or_group for o in parse_overrides(task) if o.is_sweep_override()]
     keys += [str(k) for k in (sweeper_params or {}) if str(k) not in keys]
     return [k for k in keys if not is_location_key(k)]
 
 
 def job_label(task_overrides: list[str], keys: list[str]) -> str:
     """`key=value` of the swept keys, in the sweep's order, e.g. `optimizer=adam`."""
-    values = {o.key_or_group: o.value() for o in _parse(task_overrides)}
+    values = {o.key_or_group: o.value() for o in parse_overrides(task_overrides)}
     parts = [f"{key}={values[key]}" for key in keys if key in values]
     return folder_label(",".join(parts))
 
@@ -140,24 +133,6 @@ def hydra_quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
-def saved_overrides(sweep_dir: Path) -> dict[str, list[str]]:
-    """The command-line overrides a sweep saved in its `multirun.yaml` (`task` and `hydra`),
-    read as plain YAML: lists of strings, nothing resolved or built."""
-    saved = sweep_dir / MULTIRUN_FILE
-    try:
-        overrides = (yaml.safe_load(saved.read_text()) or {})["hydra"]["overrides"]
-        lists = {name: overrides.get(name) or [] for name in ("task", "hydra")}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
-        raise CnnlabError(
-            f"{saved} cannot be read as a sweep's {MULTIRUN_FILE} ({type(err).__name__}): "
-            "give the folder that the sweep printed, with its own file"
-        ) from err
-    for name, items in lists.items():
-        if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
-            raise CnnlabError(f"{saved}: hydra.overrides.{name} is not a list of overrides")
-    return lists
-
-
 def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
     """The command line that runs a sweep again into its own folder: its overrides, as saved in
     `multirun.yaml`, and `hydra.sweep.dir=<the folder>`.
@@ -192,24 +167,3 @@ def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
                     f"hydra.sweep.dir={folder} (it resumes the same way)"
                 )
     return ["-m", *hydra, *overrides["task"], f"hydra.sweep.dir={folder}"]
-
-
-def expected_jobs(sweep_dir: Path) -> int | None:
-    """How many jobs a basic sweep launches, from its `multirun.yaml` (the product of its sweep
-    overrides' lengths); None when that cannot be known (no file, or a search like Optuna's)."""
-    saved = sweep_dir / MULTIRUN_FILE
-    if not saved.is_file():
-        return None
-    try:
-        params = (yaml.safe_load(saved.read_text())["hydra"].get("sweeper") or {}).get("params")
-        overrides = [
-            *saved_overrides(sweep_dir)["task"],
-            *(f"{k}={v}" for k, v in (params or {}).items()),
-        ]
-        count = 1
-        for override in _parse(overrides):
-            if override.is_sweep_override():
-                count *= len(list(override.sweep_string_iterator()))
-    except Exception:  # an interval or a damaged file: the count is unknown
-        return None
-    return count

@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import ConfigError
+from cnnlab.file_names import METRICS_FILE
 from cnnlab.models.loading import load_classifier, read_checkpoint
-from cnnlab.results.record import METRICS_FILE, write_json
+from cnnlab.results.record import write_json
 from cnnlab.training.interruption import StopOnSignal
 from cnnlab.trust import plain_config, trusted_targets
 
