@@ -89,7 +89,7 @@ def test_train_epoch_metrics_are_the_epochs_sample_means(synthetic_data_dir: Pat
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
     logged = trainer.callback_metrics
-    assert int(model.train_confusion.compute().sum()) == seen == batches * 50
+    assert int(model.confusion("train").sum()) == seen == batches * 50
     assert float(logged["train/loss"]) == pytest.approx(sum(losses) / seen, rel=1e-5)
     assert 0.2 < correct / seen < 1  # neither chance nor trivially perfect
     assert float(logged["train/acc"]) == pytest.approx(correct / seen, abs=1e-6)

@@ -20,7 +20,7 @@ from cnnlab.data import MNISTDataModule
 from cnnlab.errors import ConfigError
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.speed import runtime
-from cnnlab.speed.lightning_trims import NoProfiler
+from cnnlab.speed.lightning_trims import CheapHookBookkeeping, NoProfiler, skip_hook_name_checks
 from cnnlab.speed.runtime import apply_runtime_settings, skip_unavailable_nvml_check
 from cnnlab.training.checks import validate_train_config
 from cnnlab.training.run import train
@@ -138,6 +138,9 @@ def test_lightnings_hook_bookkeeping_skips_the_module_registries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = ImageClassifier({"_target_": "cnnlab.models.nets.net_1"}, [1, 28, 28], 10)
+    assert not isinstance(model, CheapHookBookkeeping)  # the class itself is plain Lightning
+    assert skip_hook_name_checks(model) is model and isinstance(model, ImageClassifier)
+    assert type(model).__name__ == "ImageClassifier" and isinstance(model, CheapHookBookkeeping)
     head = torch.nn.Linear(2, 2)
     registry_checks: list[str] = []
     module_setattr = torch.nn.Module.__setattr__
@@ -157,10 +160,16 @@ def test_lightnings_hook_bookkeeping_skips_the_module_registries(
 class ProfilerSpy(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.profiler = trainer.profiler
+        self.module = pl_module
 
 
 @pytest.mark.parametrize(
-    ("override", "expected"), [(None, NoProfiler), ("trainer.profiler=simple", SimpleProfiler)]
+    ("override", "expected"),
+    [
+        (None, NoProfiler),
+        ("trainer.profiler=simple", SimpleProfiler),
+        ("cheap_hook_bookkeeping=false", NoProfiler),
+    ],
 )
 def test_no_profiling_costs_nothing_per_hook_and_a_profiler_can_still_be_chosen(
     compose_cfg: Callable[..., DictConfig],
@@ -173,6 +182,8 @@ def test_no_profiling_costs_nothing_per_hook_and_a_profiler_can_still_be_chosen(
     spy = ProfilerSpy()
     train(cfg, extra_callbacks=[spy])
     assert type(spy.profiler) is expected
+    trimmed = override != "cheap_hook_bookkeeping=false"  # the trims are switched one by one
+    assert isinstance(spy.module, CheapHookBookkeeping) is trimmed
     if expected is NoProfiler:
         # one shared no-op context, not a generator per hook call
         assert spy.profiler.profile("a") is spy.profiler.profile("b")

@@ -23,17 +23,17 @@ from cnnlab.models.metrics import ConfusionMatrix, SampleMean
 from cnnlab.models.nets import count_parameters
 from cnnlab.models.optimizers import build_optimizer
 from cnnlab.speed.layout import use_channels_last
-from cnnlab.speed.lightning_trims import CheapHookBookkeeping
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
+class ImageClassifier(pl.LightningModule):
     """Cross-entropy on logits with torchmetrics accuracy; per-epoch train/val/test metrics.
 
     Every metric is counted on the device inside the steps and logged once, at its epoch's
     end: a `self.log` call per step would cost Lightning's bookkeeping on every step
-    (docs/speed.md).
+    (docs/speed.md). The run's callbacks read them through `epoch_metrics`, `confusion` and
+    `class_metrics` (docs/extending.md, "A metric").
 
     `net` is the net's config (with `_target_`), built here with the datamodule's input
     shape and class count, so a checkpoint alone is enough to rebuild the model.
@@ -87,7 +87,7 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
         self.train_loss = SampleMean()
         self.val_loss = SampleMean()
         self.test_loss = SampleMean()
-        # One matrix per epoch and split, counted in the steps (RunResults reads them).
+        # One matrix per epoch and split, counted in the steps (`confusion`).
         self.train_confusion = ConfusionMatrix(num_classes)
         self.val_confusion = ConfusionMatrix(num_classes)
         self.test_confusion = ConfusionMatrix(num_classes)
@@ -151,30 +151,55 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss, logits, labels = self._shared_step(batch)
-        # Logged once per epoch (see `train_epoch_metrics`).
+        # Logged once per epoch (see `epoch_metrics`).
         self.train_confusion.update(logits, labels)
         self.train_loss.update(loss, len(labels))
         return loss
 
-    def train_epoch_metrics(self) -> dict[str, torch.Tensor]:
-        """The epoch's mean training loss and accuracy so far, over all ranks.
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's ("train", "val" or "test") metrics of this epoch so far, over all ranks,
+        named as they are logged (`val/acc`); empty before the stage's first batch.
 
-        The accuracy is the confusion matrix's trace over its total: the same count as a
-        per-step accuracy averaged by batch size, at no extra cost per step. Cached by
-        torchmetrics until the next update, so callers after `on_train_epoch_end` (RunHistory
-        runs before it) get the same values without another sync.
+        What the run records per epoch: RunHistory and the epoch lines read the training
+        metrics here, at the epoch's end, before Lightning calls `on_train_epoch_end`. The
+        training accuracy is the confusion matrix's trace over its total: the same count as a
+        per-step accuracy averaged by batch size, at no extra cost per step. torchmetrics
+        caches each value until the next update, so reading twice syncs once.
         """
-        if self.train_loss.update_count == 0:
+        if stage == "train":
+            if self.train_loss.update_count == 0:
+                return {}
+            counts = self.train_confusion.compute()
+            return {
+                "train/loss": self.train_loss.compute(),
+                "train/acc": counts.trace().float() / counts.sum().clamp(min=1),
+            }
+        loss, accuracy = (
+            (self.val_loss, self.val_acc) if stage == "val" else (self.test_loss, self.test_acc)
+        )
+        if loss.update_count == 0:
             return {}
-        counts = self.train_confusion.compute()
-        return {
-            "train/loss": self.train_loss.compute(),
-            "train/acc": counts.trace().float() / counts.sum().clamp(min=1),
-        }
+        return {f"{stage}/loss": loss.compute(), f"{stage}/acc": accuracy.compute()}
+
+    def confusion(self, stage: str) -> torch.Tensor | None:
+        """The stage's confusion counts of this epoch (true class x predicted class), over
+        all ranks; None before the stage's first batch."""
+        matrix = {
+            "train": self.train_confusion,
+            "val": self.val_confusion,
+            "test": self.test_confusion,
+        }[stage]
+        return matrix.compute() if matrix.update_count else None
+
+    def class_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """Per-class precision, recall and specificity, counted on the test split only."""
+        if stage != "test" or self.test_loss.update_count == 0:
+            return {}
+        return dict(self.test_per_class.compute())
 
     def on_train_epoch_end(self) -> None:
         # Already reduced over DDP ranks by torchmetrics, so no sync_dist.
-        for name, value in self.train_epoch_metrics().items():
+        for name, value in self.epoch_metrics("train").items():
             self.log(name, value, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
@@ -196,12 +221,13 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
         self.val_loss.update(loss, len(labels))
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.val_loss.update_count == 0:
+        if self.trainer.sanity_checking:
             return  # the sanity check's few batches must not count towards the best accuracy
+        if not (metrics := self.epoch_metrics("val")):
+            return
         # torchmetrics reduces over DDP ranks on compute, so no sync_dist.
-        val_acc = self.val_acc.compute()
-        self.val_acc_best(val_acc)
-        self.log_dict({"val/loss": self.val_loss.compute(), "val/acc": val_acc}, prog_bar=True)
+        self.val_acc_best(metrics["val/acc"])
+        self.log_dict(metrics, prog_bar=True)
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -212,10 +238,8 @@ class ImageClassifier(CheapHookBookkeeping, pl.LightningModule):
         self.test_loss.update(loss, len(labels))
 
     def on_test_epoch_end(self) -> None:
-        if self.test_loss.update_count:
-            self.log_dict(
-                {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
-            )
+        if metrics := self.epoch_metrics("test"):
+            self.log_dict(metrics)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """Class probabilities, as the assignment's softmax output layer gives them."""

@@ -15,8 +15,10 @@ Neither trim changes what is computed, logged or checkpointed.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import PassThroughProfiler
 
@@ -24,8 +26,8 @@ from cnnlab.lightning_internals import HOOK_NAME_ATTRIBUTE
 
 
 class CheapHookBookkeeping(torch.nn.Module):
-    """Mixin for a LightningModule: Lightning's per-hook name bookkeeping skips
-    `nn.Module.__setattr__`'s registry checks; every other attribute goes through them."""
+    """Lightning's per-hook name bookkeeping skips `nn.Module.__setattr__`'s registry checks;
+    every other attribute goes through them. Applied to a module by `skip_hook_name_checks`."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning's hook name is a plain string (or None), never a parameter, buffer or
@@ -34,6 +36,20 @@ class CheapHookBookkeeping(torch.nn.Module):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+
+@functools.cache
+def _with_cheap_hook_bookkeeping(cls: type[pl.LightningModule]) -> type[pl.LightningModule]:
+    # Named as the module's class: Lightning's summaries and logs show that name.
+    return type(cls.__name__, (CheapHookBookkeeping, cls), {})
+
+
+def skip_hook_name_checks(module: pl.LightningModule) -> pl.LightningModule:
+    """The module, its class now one that adds `CheapHookBookkeeping` (the
+    switch `cheap_hook_bookkeeping` of a run): the module's own code stays plain Lightning."""
+    if not isinstance(module, CheapHookBookkeeping):
+        module.__class__ = _with_cheap_hook_bookkeeping(type(module))
+    return module
 
 
 _NO_PROFILING = contextlib.nullcontext()

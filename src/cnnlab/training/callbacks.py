@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import Metric
 
 from cnnlab.models.summary import keras_summary
 from cnnlab.results.keras_log import keras_epoch_line
@@ -28,6 +27,25 @@ def _now(pl_module: pl.LightningModule) -> float:
 def scalar(value: Any) -> float:
     """A logged value (a 0-d tensor or a number) as a float."""
     return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+@runtime_checkable
+class EpochMetrics(Protocol):
+    """What these callbacks read from a LightningModule, per stage ("train", "val", "test"),
+    once per epoch; `ImageClassifier` has it, and a module without it still trains (its
+    record then holds what it logs). docs/extending.md, "A metric"."""
+
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's metrics of this epoch so far, named as logged (`train/acc`)."""
+        ...
+
+    def confusion(self, stage: str) -> torch.Tensor | None:
+        """The stage's confusion counts (true x predicted class), None if it saw no batch."""
+        ...
+
+    def class_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """Per-class values by name (e.g. `recall`), one per class; empty where not counted."""
+        ...
 
 
 class RunHistory(pl.Callback):
@@ -64,9 +82,8 @@ class RunHistory(pl.Callback):
         metrics = dict(trainer.callback_metrics)
         # Lightning calls this hook before the module's own `on_train_epoch_end`, where
         # ImageClassifier logs its training metrics: read them from the module directly.
-        train_epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
-        if callable(train_epoch_metrics):
-            metrics.update(train_epoch_metrics())
+        if isinstance(pl_module, EpochMetrics):
+            metrics.update(pl_module.epoch_metrics("train"))
         for name, value in metrics.items():
             if name.startswith(("train/", "val/")):
                 record[name] = scalar(value)
@@ -108,11 +125,12 @@ class ConfigInCheckpoint(pl.Callback):
         checkpoint["cnnlab_config"] = self.config
 
 
-def _counts(metric: Metric | None) -> Counts | None:
-    """The metric's matrix as plain ints, or None when it saw no batch (nothing to report)."""
-    if metric is None or metric.update_count == 0:
+def _counts(pl_module: pl.LightningModule, stage: str) -> Counts | None:
+    """The stage's matrix as plain ints, or None when it saw no batch (nothing to report)."""
+    if not isinstance(pl_module, EpochMetrics):
         return None
-    return metric.compute().cpu().tolist()
+    counts = pl_module.confusion(stage)
+    return None if counts is None else counts.cpu().tolist()
 
 
 class RunResults(pl.Callback):
@@ -127,24 +145,22 @@ class RunResults(pl.Callback):
         self.matrices = RunMatrices()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        counts = _counts(getattr(pl_module, "train_confusion", None))
+        counts = _counts(pl_module, "train")
         if counts is not None:
             self.matrices.train[trainer.current_epoch] = counts
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        counts = _counts(getattr(pl_module, "val_confusion", None))
+        counts = _counts(pl_module, "val")
         if counts is not None:
             self.matrices.val[trainer.current_epoch] = counts
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.matrices.test = _counts(getattr(pl_module, "test_confusion", None))
-        per_class = getattr(pl_module, "test_per_class", None)
-        if self.matrices.test is not None and per_class is not None:
-            self.matrices.test_per_class = {
-                k: v.cpu().tolist() for k, v in per_class.compute().items()
-            }
+        self.matrices.test = _counts(pl_module, "test")
+        per_class = pl_module.class_metrics("test") if isinstance(pl_module, EpochMetrics) else {}
+        if self.matrices.test is not None and per_class:
+            self.matrices.test_per_class = {k: v.cpu().tolist() for k, v in per_class.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"train": self.matrices.train, "val": self.matrices.val}
@@ -172,9 +188,8 @@ class KerasEpochLines(pl.Callback):
         if not trainer.is_global_zero:
             return
         metrics = {k: scalar(v) for k, v in trainer.callback_metrics.items()}
-        train_epoch_metrics = getattr(pl_module, "train_epoch_metrics", None)
-        if callable(train_epoch_metrics):  # logged by the module only after this hook
-            metrics.update({k: scalar(v) for k, v in train_epoch_metrics().items()})
+        if isinstance(pl_module, EpochMetrics):  # logged by the module only after this hook
+            metrics.update({k: scalar(v) for k, v in pl_module.epoch_metrics("train").items()})
         seconds = _now(pl_module) - self._start
         line = keras_epoch_line(trainer.current_epoch, trainer.max_epochs, seconds, metrics)
         log.info("%s%s", self.prefix, line)
