@@ -195,7 +195,8 @@ def test_no_profiling_costs_nothing_per_hook_and_a_profiler_can_still_be_chosen(
 
 _FRESH_TENSOR_FAULTS = """
 import resource, torch
-from cnnlab.speed.cpu_memory import keep_freed_memory, release_freed_memory
+from cnnlab.speed.cpu_memory import keep_freed_memory
+from cnnlab_bench.timing import release_freed_memory
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 * 2**20)  # 64 MB, every page written, then freed

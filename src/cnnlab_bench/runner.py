@@ -28,7 +28,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cnnlab.data.datamodule import ImageDataModule
-from cnnlab.speed.cpu_memory import release_freed_memory
 from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab_bench.accuracy import accuracy_check
@@ -42,7 +41,14 @@ from cnnlab_bench.rows import (
     compose_run,
     prepare_data,
 )
-from cnnlab_bench.timing import best, median, median_phases, peak_rss_mb, reset_peak_rss
+from cnnlab_bench.timing import (
+    best,
+    median,
+    median_phases,
+    peak_rss_mb,
+    release_freed_memory,
+    reset_peak_rss,
+)
 
 
 def per_step_verdict(step_ms: dict[str, dict[str, float]]) -> dict[str, float] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import statistics
 import time
@@ -16,6 +17,18 @@ def sync(device: torch.device) -> None:
     """Wait for queued accelerator work, so a clock reading means what it says."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free memory back to the system (glibc's malloc_trim), so that what a
+    row's runs left for reuse (cnnlab.speed.cpu_memory keeps it) is not the next row's peak;
+    False where the C library has no malloc_trim."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim(0)
+    return True
 
 
 def reset_peak_rss() -> bool:

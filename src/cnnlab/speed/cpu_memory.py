@@ -10,7 +10,7 @@ between runs of the same code.
 
 Keeping freed memory (no `mmap` per large block, no trim below 1 GiB of free top) is what
 PyTorch's CUDA caching allocator, jemalloc and tcmalloc do. The cost is that a process's
-resident memory does not shrink after a peak; `release_freed_memory` gives it back.
+resident memory does not shrink after a peak until glibc's `malloc_trim` gives it back.
 """
 
 from __future__ import annotations
@@ -45,12 +45,3 @@ def keep_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_UP_TO))
-
-
-def release_freed_memory() -> bool:
-    """Return the heap's free memory to the operating system now (e.g. between benchmarks)."""
-    libc = _libc()
-    if libc is None:
-        return False
-    libc.malloc_trim(0)
-    return True
