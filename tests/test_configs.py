@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from cnnlab.data import ImageDataModule
 from cnnlab.errors import ConfigError
 from cnnlab.models.classifier import ImageClassifier
+from cnnlab.models.optimizers import build_optimizer
 from cnnlab.training.checks import validate_train_config
 from cnnlab.training.run import instantiate_callbacks, instantiate_loggers
 
@@ -103,7 +104,8 @@ def test_plain_optimizers_are_pytorch_defaults(compose_cfg: Callable[..., DictCo
         ("adam", torch.optim.Adam),
         ("adagrad", torch.optim.Adagrad),
     ]:
-        ours = instantiate(compose_cfg([f"optimizer={option}"]).optimizer)(params).defaults
+        factory = instantiate(compose_cfg([f"optimizer={option}"]).optimizer)
+        ours = build_optimizer(factory, params).defaults
         theirs = cls(params).defaults
         for key in ("lr", "eps", "rho", "initial_accumulator_value", "betas"):
             if key in theirs:
