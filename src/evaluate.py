@@ -1,16 +1,16 @@
 """Evaluate a checkpoint on the official test split: `python src/evaluate.py ckpt_path=<file>`."""
 
-import os
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from cnnlab.process_setup import set_up_process
 from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
 from cnnlab.training.evaluate import evaluate
 
-os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    set_up_process(ROOT)  # before Hydra composes: its folders need our resolvers
+    conf = ROOT / "conf"
     # A YAML mistake, a value that cannot be resolved, or an outputs folder that cannot be written.
     if problem := config_syntax_problem(conf, sys.argv) or launch_problem(conf, sys.argv, "eval"):
         print(f"Error: {problem}", file=sys.stderr)

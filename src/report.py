@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.process_setup import set_up_process
 from cnnlab.results.markdown import runs_table
 from cnnlab.results.report import ReportStopped, build_report_or_stop, newest_sweep
 from cnnlab.results.text import plain
 
-os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_up_process(ROOT)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "folder", nargs="?", type=Path, help="a sweep, a run, or a folder of sweeps"

@@ -6,7 +6,6 @@ to the MNIST parts (e.g. `data=fashion_mnist`); the datasets are checked before 
 """
 
 import argparse
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,13 +13,14 @@ from pathlib import Path
 import hydra
 
 from cnnlab.errors import CnnlabError
+from cnnlab.process_setup import set_up_process
 from cnnlab.study import chosen, missing_datasets, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
 
 
 def main() -> int:
+    set_up_process(ROOT)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2")
     parser.add_argument(

@@ -1,7 +1,6 @@
 """Train a CNN: `python src/train.py [group=option ...] [key=value ...]`, `-m` for sweeps,
 `--resume <sweep folder>` to finish a sweep that stopped."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -9,14 +8,15 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
+from cnnlab.process_setup import set_up_process
 from cnnlab.renamed import renamed_experiment_message
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
 from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
 from cnnlab.training.run import train
 
-os.environ.setdefault("CNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    set_up_process(ROOT)  # before Hydra composes: its folders need our resolvers
     # `--resume <sweep folder>`: the same sweep again, into its folder (docs/scaling.md).
     if len(sys.argv) == 3 and sys.argv[1] == "--resume":
         try:

@@ -15,11 +15,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from cnnlab.data.synthetic import write_all
+from cnnlab.process_setup import set_up_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
-os.environ.setdefault("CNNLAB_ROOT", str(ROOT))
+set_up_process(ROOT)  # as the entry points do: resolvers, CNNLAB_ROOT, quiet warnings
 # Tests never reach the network: a download goes to a proxy on a closed local port and fails
 # at once (the discard port, where nothing listens), in this process and in every run it starts.
 NO_NETWORK = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy")}

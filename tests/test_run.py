@@ -1,5 +1,8 @@
 """The one training run: its record, and Trainer settings that are the user's to choose."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,3 +86,24 @@ def test_the_users_trainer_settings_win(
     assert type(trainer.profiler) is PassThroughProfiler
     assert trainer.checkpoint_callback is None
     assert not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_importing_cnnlab_changes_nothing_in_the_process() -> None:
+    probe = (
+        "import logging, warnings\n"
+        "from omegaconf import OmegaConf\n"
+        "import cnnlab, cnnlab.training, cnnlab.training.run, cnnlab.training.entry\n"
+        "ours = [f for f in warnings.filters if f[1] and 'many workers' in f[1].pattern]\n"
+        "assert not ours, 'a warning filter was set'\n"
+        "assert not OmegaConf.has_resolver('cnnlab_pid'), 'a resolver was registered'\n"
+        "assert not logging.getLogger('pytorch_lightning.utilities.rank_zero').filters\n"
+        "from cnnlab.process_setup import set_up_process\n"
+        "set_up_process()\n"
+        "assert [f for f in warnings.filters if f[1] and 'many workers' in f[1].pattern]\n"
+        "assert OmegaConf.has_resolver('cnnlab_pid') and OmegaConf.has_resolver('cnnlab_job_dir')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

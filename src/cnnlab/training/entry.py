@@ -30,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted, RunFolderVanished
+from cnnlab.process_setup import set_up_process
 from cnnlab.file_names import METRICS_FILE
 from cnnlab.results.record import read_json, write_json
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
@@ -387,6 +388,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     A diverged or interrupted run (`cnnlab.errors.RunStopped`) is recorded with that status;
     once a sweep got SIGINT/SIGTERM, its remaining jobs are recorded as interrupted unrun.
     """
+    set_up_process()  # again for job processes that never ran a script (joblib, submitit)
     folder = RunFolder.of(cfg)
     with stop_on_signals(keep_request=in_multirun()) as stop, folder.quiet_threads_once_gone():
         if stop.signum is not None:

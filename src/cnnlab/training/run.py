@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,6 @@ from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
 from cnnlab.training.interruption import StopOnSignal
 
 log = logging.getLogger(__name__)
-
-# In-memory tensors need no worker processes; Lightning's hint about workers does not apply.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API.
-warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
