@@ -1,13 +1,18 @@
 """Datamodules read the real formats once into tensors, split like the assignment, fail clearly."""
 
 import shutil
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from cnnlab.assignment import normalize_images
+from cnnlab.assignment import normalize_images, normalize_tensor
 from cnnlab.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -151,3 +156,38 @@ def test_batches_take_the_dtype_the_trainers_precision_feeds_its_weights(
     images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert images.dtype == dtype and labels.dtype == torch.int64
     assert dm.on_after_batch_transfer(torch.zeros(1, 1, 28, 28), 0).dtype == dtype
+
+
+def _batch_as_the_run_sees_it(dm: MNISTDataModule, raw: Any, training: bool) -> torch.Tensor:
+    """`raw` through the datamodule's on-device hook, while a trainer trains or evaluates."""
+    plugin = types.SimpleNamespace(convert_input=lambda images: images)  # 32-true
+    dm.trainer = types.SimpleNamespace(training=training, precision_plugin=plugin)
+    images, _ = dm.on_after_batch_transfer(raw, 0)
+    return images
+
+
+def test_a_train_transform_changes_training_batches_and_no_others(
+    synthetic_data_dir: Path, compose_cfg: Callable[..., DictConfig]
+) -> None:
+    cfg = compose_cfg(
+        [
+            f"paths.data_dir={synthetic_data_dir}",
+            "data.train_transform={_target_:torch.flip,_partial_:true,_convert_:all,dims:[3]}",
+        ]
+    )
+    flipping, plain = instantiate(cfg.data), MNISTDataModule(data_dir=synthetic_data_dir)
+    for dm in (flipping, plain):
+        dm.setup()
+    raw = next(iter(plain.train_dataloader()))
+    today = normalize_tensor(raw[0])  # what every batch was before transforms existed
+    flipped = torch.flip(today, dims=[3])
+    assert not torch.equal(flipped, today)
+    assert torch.equal(_batch_as_the_run_sees_it(flipping, raw, training=True), flipped)
+    assert torch.equal(_batch_as_the_run_sees_it(flipping, raw, training=False), today)
+    for training in (True, False):
+        assert torch.equal(_batch_as_the_run_sees_it(plain, raw, training), today)
+
+
+def test_a_transform_that_is_not_a_function_is_one_line(synthetic_data_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data.eval_transform=3 is not a function"):
+        MNISTDataModule(data_dir=synthetic_data_dir, eval_transform=3)  # type: ignore[arg-type]

@@ -24,6 +24,8 @@ from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
 
 ValSplit = Literal["random", "last"]
+# A function of a batch of normalised float images (N, C, H, W), on the device, to images.
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _positive_int(value: Any) -> bool:
@@ -74,6 +76,8 @@ class ImageDataModule(pl.LightningDataModule):
         system_dirs: Sequence[str] = (),
         on_device: bool | Literal["auto"] = "auto",
         verify_md5: bool = True,
+        train_transform: BatchTransform | None = None,
+        eval_transform: BatchTransform | None = None,
     ) -> None:
         super().__init__()
         val_fraction = self.default_val_fraction if val_fraction is None else val_fraction
@@ -96,6 +100,19 @@ class ImageDataModule(pl.LightningDataModule):
         self.system_dirs = [Path(d) for d in system_dirs]
         self.on_device = on_device
         self.verify_md5 = bool(verify_md5)
+        for key, transform in (
+            ("train_transform", train_transform),
+            ("eval_transform", eval_transform),
+        ):
+            if transform is not None and not callable(transform):
+                raise ConfigError(
+                    f"data.{key}={transform!r} is not a function of a batch of images: give a "
+                    '_target_ with _partial_: true (docs/extending.md, "A transform")'
+                )
+        # On the device, after normalisation: train_transform to training batches,
+        # eval_transform to validation, test and predict batches; None costs nothing per step.
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -334,12 +351,23 @@ class ImageDataModule(pl.LightningDataModule):
         """uint8 -> float32 in [0, 1] on the device (the model summary's example input is
         already float, so only uint8 tensors are converted), then to the precision's input
         dtype: Lightning converts inputs before this hook, when they are still uint8, so
-        `trainer.precision=bf16-true` would feed float32 images to bfloat16 weights."""
+        `trainer.precision=bf16-true` would feed float32 images to bfloat16 weights. A
+        `train_transform` or `eval_transform` applies to the normalised images."""
         if isinstance(batch, torch.Tensor):
             images = normalize_tensor(batch) if batch.dtype == torch.uint8 else batch
             return self._precision_input(images)
         images, labels = batch
-        return self._precision_input(normalize_tensor(images)), labels
+        images = normalize_tensor(images)
+        if self.train_transform is not None or self.eval_transform is not None:
+            images = self._transformed(images)
+        return self._precision_input(images), labels
+
+    def _transformed(self, images: torch.Tensor) -> torch.Tensor:
+        """`train_transform` while the trainer trains, `eval_transform` otherwise."""
+        trainer = getattr(self, "trainer", None)
+        training = trainer is not None and trainer.training
+        transform = self.train_transform if training else self.eval_transform
+        return images if transform is None else transform(images)
 
     def _precision_input(self, images: torch.Tensor) -> torch.Tensor:
         """Images in the dtype the trainer's precision feeds its module (float32 unless a
