@@ -47,13 +47,14 @@ def _commands() -> list[tuple[str, list[str]]]:
 
 def test_the_page_shows_one_python_file_at_most_and_one_yaml_per_addition() -> None:
     files = _files()
-    for heading, text in _sections()[:4]:
+    for heading, text in _sections()[:-1]:  # all but "Where else to look"
         shown = [m["path"] for m in FILE_BLOCK.finditer(text)]
         python = [p for p in shown if p.endswith(".py")]
         yamls = [p for p in shown if p.endswith(".yaml")]
         assert len(python) <= 1 and len(yamls) == 1, (heading, shown)
         assert COMMAND_BLOCK.search(text), f"section {heading!r} shows no command"
-    assert len(files) == 7  # net, dataset, callback: two files each; optimizer: a yaml alone
+    # net, dataset, callback, metric, transform: two files each; optimizer: a yaml alone
+    assert len(files) == 11
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,12 @@ def test_every_command_of_the_page_runs(
         width = next((a.split("=")[1] for a in args if a.startswith("model.net.width=")), "6")
         config = only("train/runs/*/.hydra/config.yaml", tmp_path).read_text()
         assert f"width: {width}" in config and "cnnlab.models.lenet.lenet" in config
+    if "model=net_1_f1" in args:  # the page's metric, logged and kept in every epoch
+        history = metrics_of(runs[0].parent)["history"]
+        assert history and all(0 <= epoch["val/f1"] <= 1 for epoch in history)
+    if "data=cifar10_flips" in args:
+        config = only("train/runs/*/.hydra/config.yaml", tmp_path).read_text()
+        assert "cnnlab.data.flips.random_flip" in config
     if "model.net.activation=silu" in args:  # a value cnnlab's own nets would refuse
         summary = only("train/runs/*/model_summary.txt", tmp_path).read_text()
         assert "(SiLU)" in summary and "(ReLU)" not in summary

@@ -214,11 +214,16 @@ class ImageClassifier(pl.LightningModule):
         for metric in (self.test_acc, self.test_loss, self.test_confusion, self.test_per_class):
             metric.reset()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        """Counts the batch into the validation metrics; returns its logits, for a subclass
+        that counts more (docs/extending.md, "A metric")."""
         loss, logits, labels = self._shared_step(batch)
         self.val_acc.update(logits, labels)
         self.val_confusion.update(logits, labels)
         self.val_loss.update(loss, len(labels))
+        return logits
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
