@@ -22,12 +22,11 @@ CONF = ROOT / "conf"
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     summary = run_entry(train, cfg)
-    # For sweepers that optimise a value (e.g. Optuna): the best validation accuracy, or None
-    # if the job failed. Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.x aborts the whole
-    # search on a NaN, while None marks the trial failed and the search goes on.
-    if summary is None or summary["best"]["val/acc"] is None:
-        return None
-    return float(summary["best"]["val/acc"])
+    # For sweepers that optimise a value (e.g. Optuna): the best epoch's value of the monitored
+    # metric, or None if the job failed. Not NaN: hydra-optuna-sweeper 1.3.0 with optuna 2.x
+    # aborts the whole search on a NaN, while None marks the trial failed and the search goes on.
+    value = ((summary or {}).get("best") or {}).get(str(cfg.monitor.metric))
+    return None if value is None else float(value)
 
 
 if __name__ == "__main__":

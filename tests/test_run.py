@@ -16,6 +16,7 @@ from cnnlab.results.record import RunRecord, best_epoch, read_json
 from cnnlab.training.checkpoint import AtomicCheckpointIO
 from cnnlab.training.checks import validate_train_config
 from cnnlab.training.run import build
+from conftest import metrics_of, only, run_cli
 
 
 def test_only_the_writing_rank_writes_the_record(tmp_path: Path) -> None:
@@ -107,3 +108,46 @@ def test_importing_cnnlab_changes_nothing_in_the_process() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_run_monitoring_the_validation_loss_keeps_and_tests_its_lowest_epoch(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train.py",
+        "debug=fast",
+        "callbacks.model_checkpoint.enabled=true",
+        "trainer.max_epochs=3",
+        "optimizer=adam",
+        "optimizer.lr=0.01",
+        "monitor.metric=val/loss",
+        "monitor.mode=min",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = metrics_of(only("train/runs/*", tmp_path))
+    lowest = min(record["history"], key=lambda e: e["val/loss"])
+    best = record["best"]
+    assert (best["monitor"], best["mode"]) == ("val/loss", "min")
+    assert best["epoch"] == lowest["epoch"] and best["val/loss"] == lowest["val/loss"]
+    assert Path(best["checkpoint"]).name.startswith(f"epoch{lowest['epoch']:03d}-")
+    assert record["test"]["checkpoint"] == best["checkpoint"]
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        (
+            "monitor.metric=val/f1",
+            "monitor.metric='val/f1' is invalid: use one of val/acc, val/loss",
+        ),
+        ("monitor.mode=up", "monitor.mode='up' is invalid: use max"),
+    ],
+)
+def test_an_unknown_monitor_is_refused_in_one_line(
+    compose_cfg: Callable[..., DictConfig], override: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(compose_cfg([override]))
+    assert says in str(info.value) and "\n" not in str(info.value)

@@ -17,21 +17,6 @@ from cnnlab.file_names import METRICS_FILE
 
 COMPLETED = "completed"
 
-# Config keys (and prefixes) that say where files live, not what was trained: they never tell
-# runs apart in a report, and changing them does not change what a resumed run computes.
-LOCATION_KEYS = (
-    "paths.",
-    "hydra.",
-    "ckpt_path",
-    "data.data_dir",
-    "data.download",
-    "data.system_dirs",
-)
-
-
-def is_location_key(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in LOCATION_KEYS)
-
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Written whole or not at all (temporary file, then rename): a reader never sees half a
@@ -53,6 +38,9 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 # The metrics a run records at the end of fitting, when it logged them.
 FINAL_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+# What `monitor.metric` may name: metrics known when each epoch's checkpoint is chosen.
+MONITOR_METRICS = ("val/acc", "val/loss")
+MONITOR_MODES = ("max", "min")
 
 
 def best_epoch(
@@ -130,9 +118,12 @@ class RunRecord:
         final: dict[str, float],
         best_checkpoint: str | None,
         last_checkpoint: str | None,
+        monitor: str = "val/acc",
+        mode: str = "max",
     ) -> None:
-        """What fitting gave: times, the last metrics, the best epoch and every epoch."""
-        best = best_epoch(history) or {}
+        """What fitting gave: times, the last metrics, the best epoch by `monitor` (as the
+        checkpoint callback chose it) and every epoch."""
+        best = best_epoch(history, monitor, mode) or {}
         self.fields.update(
             {
                 "data_sizes": data_sizes,
@@ -150,6 +141,8 @@ class RunRecord:
                     "val/acc": best.get("val/acc"),
                     "val/loss": best.get("val/loss"),
                     "checkpoint": best_checkpoint or None,
+                    "monitor": monitor,
+                    "mode": mode,
                 },
                 "last_checkpoint": last_checkpoint or None,
                 "history": history,
@@ -289,6 +282,8 @@ _RECORD = _object(
                     "val/acc": _METRIC,
                     "val/loss": _METRIC,
                     "checkpoint": _optional(_text),
+                    "monitor": _optional(_text),
+                    "mode": _optional(_text),
                 }
             )
         ),

@@ -7,7 +7,7 @@ Each mismatch is one message naming the key, not a shape error deep inside PyTor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config import is_location_key, to_plain
 from cnnlab.data.datamodule import DATA_RULES, ImageDataModule
 from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import read_checkpoint
-from cnnlab.results.record import is_location_key
+from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
 
 log = logging.getLogger(__name__)
-
-
-def to_plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config as plain Python values, for JSON and checkpoints."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -99,6 +93,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     # model.net's own settings are the net's to check (cnnlab.models.nets checks its nets'),
     # so a net of your own can take any activation or init it knows (docs/extending.md).
     check_trainer_switches(cfg)
+    check_monitor(cfg)
 
 
 def _callback_enabled(cfg: DictConfig, name: str) -> bool:
@@ -124,6 +119,22 @@ def check_trainer_switches(cfg: DictConfig) -> None:
             "trainer.enable_progress_bar=false but callbacks.progress_bar is enabled: set "
             "callbacks.progress_bar.enabled=false instead (trainer.enable_progress_bar follows it)"
         )
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """`monitor` names a metric every epoch records, and a direction."""
+    _check(
+        cfg,
+        "monitor.metric",
+        lambda v: v in MONITOR_METRICS,
+        f"use one of {', '.join(MONITOR_METRICS)}",
+    )
+    _check(
+        cfg,
+        "monitor.mode",
+        lambda v: v in MONITOR_MODES,
+        "use max (higher is better, as for val/acc) or min (as for val/loss)",
+    )
 
 
 # Keys that would pin the net's input or output size; cnnlab takes both from the dataset.
