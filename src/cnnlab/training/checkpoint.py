@@ -5,6 +5,7 @@ Reading one from a file safely: `cnnlab.models.loading`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -69,16 +70,12 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     are, so no `-v1` copies appear.
     """
 
-    @property
-    def state_key(self) -> str:
+    @functools.cached_property
+    def state_key(self) -> str:  # type: ignore[override]
         # Saved under ModelCheckpoint's key, so checkpoints of either class resume with either.
         # Cached: Lightning formats it for every hook of every step (its profiler's label), and
         # ModelCheckpoint builds it from the repr of its settings, fixed once constructed.
-        key = self.__dict__.get("_cnnlab_state_key")
-        if key is None:
-            key = super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
-            self.__dict__["_cnnlab_state_key"] = key
-        return key
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
