@@ -139,9 +139,10 @@ def test_a_run_monitoring_the_validation_loss_keeps_and_tests_its_lowest_epoch(
     ("override", "says"),
     [
         (
-            "monitor.metric=val/f1",
-            "monitor.metric='val/f1' is invalid: use one of val/acc, val/loss",
+            "monitor.metric=test/acc",
+            "monitor.metric='test/acc' is invalid: use val/acc or val/loss",
         ),
+        ("monitor.metric=acc", "monitor.metric='acc' is invalid: use val/acc or val/loss"),
         ("monitor.mode=up", "monitor.mode='up' is invalid: use max"),
     ],
 )
@@ -151,3 +152,19 @@ def test_an_unknown_monitor_is_refused_in_one_line(
     with pytest.raises(ConfigError) as info:
         validate_train_config(compose_cfg([override]))
     assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_validation_metric_the_module_does_not_log_is_one_line(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train.py",
+        "debug=fast",
+        "callbacks.model_checkpoint.enabled=true",
+        "monitor.metric=val/f2",
+        f"paths.data_dir={synthetic_data_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "val/f2" in errors[0] and "Traceback" not in result.stderr

@@ -38,7 +38,8 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 # The metrics a run records at the end of fitting, when it logged them.
 FINAL_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
-# What `monitor.metric` may name: metrics known when each epoch's checkpoint is chosen.
+# What `monitor.metric` may name: a validation metric, known when each epoch's checkpoint is
+# chosen (training metrics are logged after it); these two every run logs.
 MONITOR_METRICS = ("val/acc", "val/loss")
 MONITOR_MODES = ("max", "min")
 

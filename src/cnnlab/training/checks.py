@@ -122,12 +122,13 @@ def check_trainer_switches(cfg: DictConfig) -> None:
 
 
 def check_monitor(cfg: DictConfig) -> None:
-    """`monitor` names a metric every epoch records, and a direction."""
+    """`monitor` names a validation metric and a direction. A `val/` name the module does not
+    log is refused by the checkpoint callback at the first validation, in one line."""
     _check(
         cfg,
         "monitor.metric",
-        lambda v: v in MONITOR_METRICS,
-        f"use one of {', '.join(MONITOR_METRICS)}",
+        lambda v: v in MONITOR_METRICS or (isinstance(v, str) and v.startswith("val/")),
+        f"use {' or '.join(MONITOR_METRICS)} (or a val/<name> your module logs)",
     )
     _check(
         cfg,
