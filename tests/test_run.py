@@ -45,6 +45,30 @@ def test_the_best_epoch_follows_the_metric_and_mode() -> None:
     assert best_epoch(history[3:], "val/loss", "min") is None
 
 
+def test_the_record_keeps_the_best_value_of_a_metric_of_the_modules_own(tmp_path: Path) -> None:
+    record = RunRecord(tmp_path)
+    history = [
+        {"epoch": e, "val/acc": a, "val/f1": f, "time/epoch_s": 1.0, "time/val_s": 0.1}
+        | {"time/train_s": 0.9}
+        for e, a, f in [(0, 0.9, 0.5), (1, 0.8, 0.7)]
+    ]
+    record.fitted(
+        data_sizes={},
+        epochs=2,
+        steps=4,
+        train_s=2.0,
+        history=history,
+        final={},
+        best_checkpoint=None,
+        last_checkpoint=None,
+        monitor="val/f1",
+        mode="max",
+    )
+    best = record.fields["best"]
+    assert best["epoch"] == 1 and best["val/f1"] == 0.7 and best["val/acc"] == 0.8
+    assert (best["monitor"], best["mode"]) == ("val/f1", "max")
+
+
 @pytest.mark.parametrize(
     ("overrides", "says"),
     [

@@ -141,6 +141,7 @@ class RunRecord:
                     "epoch": best.get("epoch"),
                     "val/acc": best.get("val/acc"),
                     "val/loss": best.get("val/loss"),
+                    monitor: best.get(monitor),  # a metric of the module's own (val/f1)
                     "checkpoint": best_checkpoint or None,
                     "monitor": monitor,
                     "mode": mode,
