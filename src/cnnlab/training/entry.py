@@ -30,8 +30,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted, RunFolderVanished
-from cnnlab.process_setup import set_up_process
 from cnnlab.file_names import METRICS_FILE
+from cnnlab.process_setup import set_up_process
 from cnnlab.results.record import read_json, write_json
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
 from cnnlab.training.interruption import stop_on_signals
