@@ -84,6 +84,13 @@ class RunRecord:
         self.writes = writes
         self.fields: dict[str, Any] = {"status": "running"}
 
+    @classmethod
+    def of_folder(cls, output_dir: Path, writes: bool = True) -> RunRecord:
+        """What a run folder recorded so far (nothing when it holds no readable record)."""
+        record = cls(output_dir, writes)
+        record.fields = read_json(record.path)
+        return record
+
     def write(self) -> None:
         if self.writes:
             write_json(self.path, self.fields)
@@ -176,6 +183,12 @@ class RunRecord:
 
     def completed(self) -> None:
         self.fields["status"] = COMPLETED
+        self.write()
+
+    def ended(self, status: str, **fields: Any) -> None:
+        """How a run that did not complete ended (failed, diverged, interrupted, not started),
+        kept beside what it recorded before."""
+        self.fields.update({"status": status, **fields})
         self.write()
 
 

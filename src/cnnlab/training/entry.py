@@ -30,9 +30,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import CnnlabError, ConfigError, Interrupted, RunFolderVanished
-from cnnlab.file_names import METRICS_FILE
 from cnnlab.process_setup import set_up_process
-from cnnlab.results.record import read_json, write_json
+from cnnlab.results.record import RunRecord
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
 from cnnlab.training.interruption import stop_on_signals
 
@@ -305,15 +304,13 @@ def record_status(cfg: DictConfig, status: str, **fields: Any) -> None:
     output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
     if not output_dir:
         return
-    path = Path(output_dir) / METRICS_FILE
-    summary = read_json(path)
-    summary.update({"status": status, **fields})
+    record = RunRecord.of_folder(Path(output_dir))
     for key, value in hydra_choices().items():
-        summary.setdefault(key, value)
+        record.fields.setdefault(key, value)
     try:
-        write_json(path, summary)
+        record.ended(status, **fields)
     except OSError as err:  # a full disk: say so, and keep the error that ended the run
-        log.error("The run's record %s could not be written either: %s", path, err)
+        log.error("The run's record %s could not be written either: %s", record.path, err)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
