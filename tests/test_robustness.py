@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from cnnlab.config import to_plain
 from cnnlab.data import (
     CIFAR10DataModule,
     FashionMNISTDataModule,
@@ -50,7 +51,6 @@ from cnnlab.training.checkpoint import ResumableModelCheckpoint
 from cnnlab.training.checks import (
     check_model_fits_data,
     check_resume_checkpoint,
-    to_plain,
     validate_train_config,
 )
 from cnnlab.training.divergence import DivergenceGuard

@@ -5,25 +5,14 @@ Every value from a run (labels, statuses, reasons, class names, folder names) go
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from cnnlab.file_names import CONFUSION_FILE, CURVES_FILE
 from cnnlab.results.confusion import per_class_table
+from cnnlab.results.runs import Group, Run, finite
 from cnnlab.results.text import code, markdown
-
-if TYPE_CHECKING:
-    from cnnlab.results.report import Group, Run
-
-
-def finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def fmt(value: Any, spec: str) -> str:

@@ -18,22 +18,6 @@ from cnnlab.file_names import METRICS_FILE
 COMPLETED = "completed"
 
 
-# Config keys (and prefixes) that say where files live, not what was trained: they never tell
-# runs apart in a report, and changing them does not change what a resumed run computes.
-LOCATION_KEYS = (
-    "paths.",
-    "hydra.",
-    "ckpt_path",
-    "data.data_dir",
-    "data.download",
-    "data.system_dirs",
-)
-
-
-def is_location_key(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in LOCATION_KEYS)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Written whole or not at all (temporary file, then rename): a reader never sees half a
     file, and an interrupted write (a signal, a full disk) leaves the old file and no other."""

@@ -12,7 +12,7 @@ from cnnlab.file_names import CURVES_FILE, FIGURE_PREFIX, REPORT_FILE, SUMMARY_F
 from cnnlab.results.confusion import per_class_table
 from cnnlab.results.keras_log import keras_log
 from cnnlab.results.markdown import fmt, relative, runs_table
-from cnnlab.results.report import Run, find_runs, label_runs
+from cnnlab.results.runs import Run, find_runs, label_runs
 from cnnlab.results.text import code, markdown
 
 STUDY_REPORT = "assignment_report.md"

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, STOPPED_FILE
 from cnnlab.results.record import COMPLETED, job_order, read_checked, record_problem
-from cnnlab.results.report import UNREADABLE, ReportStopped, report_after_sweep
+from cnnlab.results.report import ReportStopped, report_after_sweep
+from cnnlab.results.runs import UNREADABLE
 from cnnlab.results.text import plain
 
 log = logging.getLogger(__name__)

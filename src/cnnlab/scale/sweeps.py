@@ -19,10 +19,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config import is_location_key
 from cnnlab.errors import CnnlabError
 from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, MULTIRUN_FILE, STOPPED_FILE
 from cnnlab.results.multirun import parse_overrides, saved_overrides
-from cnnlab.results.record import COMPLETED, is_location_key, read_json
+from cnnlab.results.record import COMPLETED, read_json
 from cnnlab.results.text import plain
 from cnnlab.trust import override_problem
 

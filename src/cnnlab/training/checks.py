@@ -7,7 +7,7 @@ Each mismatch is one message naming the key, not a shape error deep inside PyTor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.config import is_location_key, to_plain
 from cnnlab.data.datamodule import DATA_RULES, ImageDataModule
 from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import read_checkpoint
-from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES, is_location_key
+from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
 
 log = logging.getLogger(__name__)
-
-
-def to_plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config as plain Python values, for JSON and checkpoints."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
+from cnnlab.config import to_plain
 from cnnlab.results.figures import to_rgb
 from cnnlab.results.text import plain
-from cnnlab.training.checks import to_plain
 
 log = logging.getLogger(__name__)
 

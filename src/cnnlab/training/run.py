@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from cnnlab.config import to_plain
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.models.classifier import ImageClassifier
@@ -32,7 +33,7 @@ from cnnlab.speed import lightning_trims
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
 from cnnlab.training.checkpoint import holding_resumed_folder
-from cnnlab.training.checks import check_before_fit, to_plain, validate_train_config
+from cnnlab.training.checks import check_before_fit, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
 from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
 from cnnlab.training.interruption import StopOnSignal
