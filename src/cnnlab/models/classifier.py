@@ -19,6 +19,7 @@ from torchmetrics.classification import (
     MulticlassSpecificity,
 )
 
+from cnnlab.models.loading import load_classifier
 from cnnlab.models.metrics import ConfusionMatrix, SampleMean
 from cnnlab.models.nets import count_parameters
 from cnnlab.models.optimizers import build_optimizer
@@ -107,14 +108,12 @@ class ImageClassifier(pl.LightningModule):
     ) -> ImageClassifier:
         """The checkpoint's classifier, its net rebuilt only from a `_target_` the project's
         configs name: the file's config is data, never code (`cnnlab.models.loading`)."""
-        from cnnlab.models.loading import load_classifier  # it imports this module
-
         if kwargs.get("weights_only") is False or set(kwargs) - {"weights_only", "strict"}:
             raise TypeError(
                 "ImageClassifier.load_from_checkpoint takes map_location only: the net and its "
                 "sizes come from the checkpoint, checked against conf/model/"
             )
-        model = load_classifier(Path(checkpoint_path))
+        model = load_classifier(Path(checkpoint_path), ImageClassifier)
         return model.to(map_location) if isinstance(map_location, str | torch.device) else model
 
     @property

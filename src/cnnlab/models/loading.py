@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from hydra.utils import instantiate
 
 from cnnlab.errors import ConfigError
-from cnnlab.models.classifier import ImageClassifier
 from cnnlab.trust import plain_config, trusted_targets
 
 #: A training checkpoint holds the weights, the optimizer's state (Adam and Adadelta: two
 #: tensors per weight) and small extras; past this many times the model, it is not one.
 MAX_TIMES_MODEL = 4
 SLACK_BYTES = 16 * 2**20
+
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 
 def stored_tensor_bytes(path: Path) -> int:
@@ -126,16 +127,18 @@ def _section(checkpoint: Any, key: str, path: Path) -> Mapping[str, Any]:
 
 def load_classifier(
     path: Path,
+    make: Callable[..., Model],
     checkpoint: Any = None,
     sample_shape: Iterable[int] | None = None,
     num_classes: int | None = None,
     extra_nets: Iterable[str] = (),
-) -> ImageClassifier:
+) -> Model:
     """The classifier a checkpoint holds, rebuilt from the project's own net configs.
 
     `sample_shape` and `num_classes` come from the dataset when known (evaluation), so the net
     is built at the data's size, whatever the file says; `extra_nets` extends the allowed
-    `_target_`s (config, never the file).
+    `_target_`s (config, never the file). `make` is the classifier's class, given by the caller
+    (`ImageClassifier.load_from_checkpoint` among them), so this module needs none of it.
     """
     fix = (
         "the file was not written by cnnlab's train.py, or names a net that conf/model/ does "
@@ -179,7 +182,7 @@ def load_classifier(
                 f"({type(err).__name__}: {err}); {fix}"
             ) from err
     check_fits_model(path, module_bytes(planned))
-    model = ImageClassifier(
+    model = make(
         net=net,
         sample_shape=shape,
         num_classes=classes,

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import ConfigError
 from cnnlab.file_names import METRICS_FILE
+from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import load_classifier, read_checkpoint
 from cnnlab.results.record import write_json
 from cnnlab.training.interruption import StopOnSignal
@@ -69,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = datamodule_of(run_cfg, ckpt_path, cfg)
     model = load_classifier(
         ckpt_path,
+        ImageClassifier,
         checkpoint,
         sample_shape=list(datamodule.sample_shape),
         num_classes=datamodule.num_classes,
