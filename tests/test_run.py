@@ -1,5 +1,6 @@
 """The one training run: its record, and Trainer settings that are the user's to choose."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pytorch_lightning.profilers import PassThroughProfiler
 
 from cnnlab.errors import ConfigError
 from cnnlab.results.record import RunRecord, best_epoch, read_json
+from cnnlab.results.report import build_report
 from cnnlab.training.checkpoint import AtomicCheckpointIO
 from cnnlab.training.checks import validate_train_config
 from cnnlab.training.run import build
@@ -192,3 +194,20 @@ def test_a_validation_metric_the_module_does_not_log_is_one_line(
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "val/f2" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_a_sweep_monitoring_the_validation_loss_reports_its_lowest_as_best(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "sweep"
+    for n, (acc, loss) in enumerate([(0.9, 0.5), (0.8, 0.3), (0.95, 0.4)]):
+        folder = sweep / f"{n}_seed={n}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={n}\n")
+        best = {"epoch": 1, "val/acc": acc, "val/loss": loss, "monitor": "val/loss", "mode": "min"}
+        record = {"status": "completed", "best": best, "history": [], "test": {"test/acc": 0.5}}
+        (folder / "metrics.json").write_text(json.dumps(record))
+    report = build_report(sweep)
+    assert report.groups[0].best.name == "1_seed=1"
+    text = report.path.read_text()
+    assert "Best run by val/loss (lowest)" in text and "best val/loss (lowest) **0.3000**" in text

@@ -88,17 +88,18 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
     if broken:
         lines += [f"Unreadable {CONFUSION_FILE}: {markdown('; '.join(broken))}.", ""]
 
-    lines += [f"{h} Best run by validation accuracy (Figs. 10-11)", ""]
     best = group.best
+    by = chosen_by(best)
+    lines += [f"{h} Best run by {by} (Figs. 10-11)", ""]
     if best is None:
         lines += ["No run completed with a validation accuracy, so there is no best run.", ""]
     else:
         test = best.test
         scored_with = _relative_or(test.get("checkpoint") or "-", base)
         lines += [
-            f"**{cell(best.label)}** ({code(relative(best.folder, base))}): best validation "
-            f"accuracy **{fmt(best.best_val_acc, '.4f')}** at epoch {best.best_epoch}. "
-            "Chosen by validation accuracy only; the test set played no part in the choice.",
+            f"**{cell(best.label)}** ({code(relative(best.folder, base))}): best {by} "
+            f"**{fmt(best.best_score, '.4f')}** at epoch {best.best_epoch}. "
+            f"Chosen by {by} only; the test set played no part in the choice.",
             "",
             f"Test accuracy: **{fmt(test.get('test/acc'), '.4f')}**, test loss "
             f"{fmt(test.get('test/loss'), '.4f')} (scored with {scored_with}).",
@@ -135,3 +136,11 @@ def _link(path: Path, base: Path) -> str:
 def _relative_or(path: str, base: Path) -> str:
     candidate = Path(path)
     return code(relative(candidate, base)) if candidate.is_absolute() else markdown(path)
+
+
+def chosen_by(run: Run | None) -> str:
+    """What the best run was chosen by, in words: `validation accuracy`, or its monitor."""
+    metric, mode = run.monitor if run is not None else ("val/acc", "max")
+    if (metric, mode) == ("val/acc", "max"):
+        return "validation accuracy"
+    return f"{metric} ({'lowest' if mode == 'min' else 'highest'})"

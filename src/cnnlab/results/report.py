@@ -163,7 +163,8 @@ def build_report(folder: Path) -> Report:
         "Epochs count from 0, as in metrics.json and checkpoint names. The training-set "
         "matrices come from the training steps' own predictions during that epoch (the "
         "weights change as it goes); validation and test matrices from the weights the test "
-        "scored: those of the best epoch by validation accuracy (the last epoch when a run "
+        "scored: those of the best epoch by the run's monitor, validation accuracy unless "
+        "set otherwise (the last epoch when a run "
         "kept no checkpoint). Matrices "
         "are normalised per true class (rows sum to 1; a class absent from a split is a row "
         "of zeros).",

@@ -57,6 +57,18 @@ class Run:
         return (self.record.get("best") or {}).get("epoch")
 
     @property
+    def monitor(self) -> tuple[str, str]:
+        """The metric and mode that chose the run's best epoch (records before `monitor`
+        existed chose by val/acc, highest)."""
+        best = self.record.get("best") or {}
+        return str(best.get("monitor") or "val/acc"), str(best.get("mode") or "max")
+
+    @property
+    def best_score(self) -> float | None:
+        """The best epoch's value of the monitored metric."""
+        return finite((self.record.get("best") or {}).get(self.monitor[0]))
+
+    @property
     def test(self) -> dict[str, Any]:
         return self.record.get("test") or {}
 
@@ -118,9 +130,19 @@ class Group:
 
     @property
     def best(self) -> Run | None:
-        """Highest best validation accuracy among completed runs (never chosen by test)."""
-        scored = [r for r in self.runs if r.completed and r.best_val_acc is not None]
-        return max(scored, key=lambda r: r.best_val_acc) if scored else None  # first on ties
+        return best_run(self.runs)
+
+
+def best_run(runs: list[Run]) -> Run | None:
+    """The completed run whose best epoch scored best by the runs' `monitor` (never by test);
+    the first completed run's monitor decides, and runs chosen by another are not compared."""
+    completed = [r for r in runs if r.completed and r.best_score is not None]
+    if not completed:
+        return None
+    monitor = completed[0].monitor
+    scored = [r for r in completed if r.monitor == monitor]
+    pick = max if monitor[1] == "max" else min
+    return pick(scored, key=lambda r: r.best_score)  # first on ties
 
 
 def finite(value: Any) -> float | None:

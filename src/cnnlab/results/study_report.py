@@ -12,7 +12,7 @@ from cnnlab.file_names import CURVES_FILE, FIGURE_PREFIX, REPORT_FILE, SUMMARY_F
 from cnnlab.results.confusion import per_class_table
 from cnnlab.results.keras_log import keras_log
 from cnnlab.results.markdown import fmt, relative, runs_table
-from cnnlab.results.runs import Run, find_runs, label_runs
+from cnnlab.results.runs import Run, best_run, find_runs, label_runs
 from cnnlab.results.text import code, markdown
 
 STUDY_REPORT = "assignment_report.md"
@@ -38,8 +38,7 @@ class Part:
 
 
 def _best(runs: list[Run]) -> Run | None:
-    scored = [r for r in runs if r.completed and r.best_val_acc is not None]
-    return max(scored, key=lambda r: r.best_val_acc) if scored else None
+    return best_run(runs)
 
 
 def _figure(part: Part, name: str, alt: str, base: Path) -> list[str]:
