@@ -11,7 +11,7 @@ from pathlib import Path
 from cnnlab.file_names import CURVES_FILE, FIGURE_PREFIX, REPORT_FILE, SUMMARY_FILE
 from cnnlab.results.confusion import per_class_table
 from cnnlab.results.keras_log import keras_log
-from cnnlab.results.markdown import fmt, relative, runs_table
+from cnnlab.results.markdown import chosen_by, fmt, relative, runs_table
 from cnnlab.results.runs import Run, best_run, find_runs, label_runs
 from cnnlab.results.text import code, markdown
 
@@ -121,9 +121,9 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
         lines += ["*No model of A-F completed, so there is no best model.*", ""]
     else:
         lines += [
-            f"Best of {models.title} by validation accuracy (the test set played no part in the "
-            f"choice): **{markdown(best.label)}**, best validation accuracy "
-            f"{fmt(best.best_val_acc, '.4f')} at epoch {best.best_epoch}, after "
+            f"Best of {models.title} by {chosen_by(best)} (the test set played no part in the "
+            f"choice): **{markdown(best.label)}**, best {chosen_by(best)} "
+            f"{fmt(best.best_score, '.4f')} at epoch {best.best_epoch}, after "
             f"{best.record.get('epochs')} epoch(s).",
             "",
             f"Test accuracy: **{fmt(best.test.get('test/acc'), '.4f')}**, test loss "
