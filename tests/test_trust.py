@@ -334,6 +334,27 @@ def test_a_checkpoint_of_the_projects_own_configs_evaluates_on_this_machines_dat
     assert not (tmp_path / "x").exists()
 
 
+def test_a_transform_named_in_a_checkpoint_is_never_built(
+    synthetic_data_dir: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "it-ran"
+    data = {
+        "_target_": "cnnlab.data.datasets.MNISTDataModule",
+        "train_transform": _write_text_target(marker),
+        "eval_transform": _write_text_target(marker),
+    }
+    ckpt = _checkpoint(tmp_path / "flips.ckpt", data=data)
+    result = run_cli(
+        "evaluate.py",
+        f"ckpt_path={ckpt}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        f"paths.data_dir={synthetic_data_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "it is not rebuilt from the file: pass eval_transform=" in result.stdout + result.stderr
+    assert not marker.exists()
+
+
 def test_evaluate_without_a_checkpoint_says_how_to_give_one(tmp_path: Path) -> None:
     result = run_cli("evaluate.py", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2

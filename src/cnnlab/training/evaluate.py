@@ -45,9 +45,22 @@ def load_checkpoint_config(ckpt_path: Path) -> dict[str, Any]:
 
 
 def datamodule_of(run_cfg: dict[str, Any], ckpt_path: Path, cfg: DictConfig) -> ImageDataModule:
-    """The run's datamodule, from the project's data configs, reading this machine's folder."""
+    """The run's datamodule, from the project's data configs, reading this machine's folder.
+
+    A transform is code, so one named in the file is not rebuilt: evaluation uses
+    `eval_transform=` from the command line (or none), and says so when the run had one.
+    """
+    saved = dict(run_cfg.get("data") or {}) if isinstance(run_cfg.get("data"), dict) else None
+    if saved is not None:
+        transforms = {k: saved.pop(k, None) for k in ("train_transform", "eval_transform")}
+        if transforms["eval_transform"] is not None and cfg.get("eval_transform") is None:
+            log.warning(
+                "%s was evaluated with a transform during training; it is not rebuilt from the "
+                "file: pass eval_transform=... to apply one",
+                ckpt_path,
+            )
     data = plain_config(
-        run_cfg.get("data"),
+        saved,
         f"{ckpt_path}: cnnlab_config.data",
         trusted_targets("data", extra=cfg.get("trusted_targets") or ()),
         "the checkpoint names a datamodule that conf/data/ does not (add yours there, or to "
@@ -57,6 +70,8 @@ def datamodule_of(run_cfg: dict[str, Any], ckpt_path: Path, cfg: DictConfig) -> 
     data["download"] = bool(cfg.download)
     if cfg.get("batch_size"):
         data["eval_batch_size"] = int(cfg.batch_size)
+    if cfg.get("eval_transform") is not None:
+        data["eval_transform"] = cfg.eval_transform  # the command line's: code the user gave
     return instantiate(data)
 
 
