@@ -87,6 +87,7 @@ def test_step_phases_are_medians_over_steps_and_rest_is_the_remainder() -> None:
     assert on_gpu.medians_ms() == {}
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     docs = tmp_path / "benchmarks"

@@ -176,6 +176,7 @@ def test_unknown_option_lists_the_available_ones(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_job_keeps_the_others_and_fails_the_sweep(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:

@@ -310,6 +310,7 @@ def test_a_diverging_run_stops_early_and_keeps_its_last_good_checkpoint(
     )
 
 
+@pytest.mark.slow
 def test_a_diverged_job_does_not_stop_the_sweep(synthetic_data_dir: Path, tmp_path: Path) -> None:
     result, sweep = run_sweep(
         synthetic_data_dir,

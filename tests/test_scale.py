@@ -51,6 +51,7 @@ def _log_times(log_file: Path) -> tuple[datetime, datetime]:
 # -- parallel sweeps on one machine --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_joblib_runs_two_jobs_side_by_side_each_with_its_share(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -194,6 +195,7 @@ def _evaluate_single_process(ckpt: Path) -> dict[str, float]:
     return {k: float(v) for k, v in results.items()}
 
 
+@pytest.mark.slow
 def test_ddp_cpu_accuracy_is_over_the_whole_validation_set(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -312,6 +314,7 @@ def test_optuna_search_of_three_trials_records_the_best(
     assert best["best_params"]["optimizer.lr"] == pytest.approx(winner["optimizer"]["lr"])
 
 
+@pytest.mark.slow
 def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -338,6 +341,7 @@ def test_a_failed_optuna_trial_is_recorded_and_the_search_goes_on(
 # -- cluster launchers ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_one_job_sweep(synthetic_data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result, sweep = run_sweep(

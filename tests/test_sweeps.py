@@ -123,6 +123,7 @@ def test_a_killed_sweep_copied_elsewhere_resumes_where_it_stopped_as_an_uninterr
     assert {job.name: _digests(job) for job in killed.iterdir() if job.is_dir()} == original
 
 
+@pytest.mark.slow
 def test_resuming_runs_a_failed_job_again_and_keeps_the_completed_one(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:

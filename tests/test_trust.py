@@ -189,6 +189,7 @@ def test_a_folder_that_still_needs_unpacking_and_cannot_be_written_says_so(
 # -- reports and commands ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_report_names_missing_and_unreadable_jobs_and_fails(
     synthetic_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -289,7 +290,16 @@ def _checkpoint(path: Path, data: object = None, net: object = None, **extra: ob
     return path
 
 
-@pytest.mark.parametrize("route", ["data", "net", "net inside an allowed one", "net argument"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "data",
+        "net",
+        # Also refused in-process by test_load_from_checkpoint_builds_only_the_projects_nets.
+        pytest.param("net inside an allowed one", marks=pytest.mark.slow),
+        pytest.param("net argument", marks=pytest.mark.slow),
+    ],
+)
 def test_evaluating_a_checkpoint_whose_config_would_build_objects_runs_nothing(
     synthetic_data_dir: Path, tmp_path: Path, route: str
 ) -> None:
