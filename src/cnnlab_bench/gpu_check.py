@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.signals import stop_signals_handled_by
 from cnnlab_bench.tables import gpu_page_name, write_gpu_markdown
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: src/train.py, tests/, conf/
@@ -371,14 +372,8 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, signal.SIG_IGN)
         raise Stopped(signum)
 
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
+    with stop_signals_handled_by(handler):
         yield
-    finally:
-        for sig, before in previous.items():
-            signal.signal(sig, before if before is not None else signal.SIG_DFL)
 
 
 def _seconds(report: dict[str, Any], key: str) -> float | None:
