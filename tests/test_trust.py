@@ -290,6 +290,16 @@ def _checkpoint(path: Path, data: object = None, net: object = None, **extra: ob
     return path
 
 
+def _evaluate(ckpt: Path, data_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`src/evaluate.py` on `ckpt`, reading `data_dir`, writing under `tmp_path / "out"`."""
+    return run_cli(
+        "evaluate.py",
+        f"ckpt_path={ckpt}",
+        f"paths.log_dir={tmp_path / 'out'}",
+        f"paths.data_dir={data_dir}",
+    )
+
+
 @pytest.mark.parametrize(
     "route",
     [
@@ -314,12 +324,7 @@ def test_evaluating_a_checkpoint_whose_config_would_build_objects_runs_nothing(
         "net argument": {"net": {"_target_": "cnnlab.models.nets.mlp", "_args_": [evil]}},
     }[route]
     hostile = _checkpoint(tmp_path / "shared.ckpt", **crafted)  # type: ignore[arg-type]
-    result = run_cli(
-        "evaluate.py",
-        f"ckpt_path={hostile}",
-        f"paths.log_dir={tmp_path / 'out'}",
-        f"paths.data_dir={synthetic_data_dir}",
-    )
+    result = _evaluate(hostile, synthetic_data_dir, tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -333,12 +338,7 @@ def test_a_checkpoint_of_the_projects_own_configs_evaluates_on_this_machines_dat
     # The file names a data folder elsewhere: the one read is this machine's paths.data_dir.
     data = {"_target_": "cnnlab.data.datasets.MNISTDataModule", "data_dir": str(tmp_path / "x")}
     ckpt = _checkpoint(tmp_path / "own.ckpt", data=data)
-    result = run_cli(
-        "evaluate.py",
-        f"ckpt_path={ckpt}",
-        f"paths.log_dir={tmp_path / 'out'}",
-        f"paths.data_dir={synthetic_data_dir}",
-    )
+    result = _evaluate(ckpt, synthetic_data_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Test accuracy:" in result.stdout
     assert not (tmp_path / "x").exists()
@@ -354,12 +354,7 @@ def test_a_transform_named_in_a_checkpoint_is_never_built(
         "eval_transform": _write_text_target(marker),
     }
     ckpt = _checkpoint(tmp_path / "flips.ckpt", data=data)
-    result = run_cli(
-        "evaluate.py",
-        f"ckpt_path={ckpt}",
-        f"paths.log_dir={tmp_path / 'out'}",
-        f"paths.data_dir={synthetic_data_dir}",
-    )
+    result = _evaluate(ckpt, synthetic_data_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "it is not rebuilt from the file: pass eval_transform=" in result.stdout + result.stderr
     assert not marker.exists()

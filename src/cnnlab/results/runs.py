@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
 from cnnlab.config import is_location_key
 from cnnlab.file_names import CONFUSION_FILE, METRICS_FILE
@@ -157,7 +157,7 @@ def finite(value: Any) -> float | None:
 
 def _load_yaml(path: Path) -> Any:
     try:
-        return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+        return yaml.safe_load(path.read_text()) if path.is_file() else None  # plain values
     except Exception:  # a damaged file makes the run look like one without it
         return None
 
