@@ -191,3 +191,62 @@ def test_a_train_transform_changes_training_batches_and_no_others(
 def test_a_transform_that_is_not_a_function_is_one_line(synthetic_data_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"^data.eval_transform=3 is not a function"):
         MNISTDataModule(data_dir=synthetic_data_dir, eval_transform=3)  # type: ignore[arg-type]
+
+
+def _dotted(folder: Path, compress: bool = False) -> Path:
+    """The four IDX files as the original site names them: `train-images.idx3-ubyte`."""
+    write_idx_dataset(folder, train=100, test=50, compress=compress)
+    for path in list(folder.iterdir()):
+        path.rename(path.with_name(path.name.replace("-idx", ".idx")))
+    return folder
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gz"])
+def test_files_named_with_a_dot_before_idx_are_read_without_a_download(
+    tmp_path: Path, compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _dotted(tmp_path / "MNIST" / "raw", compress)
+    monkeypatch.setattr(MNISTDataModule, "download_files", _no_download)
+    dm = MNISTDataModule(data_dir=tmp_path, download=True)
+    dm.setup()
+    assert dm.describe()["sizes"] == {"train": 90, "val": 10, "test": 50}
+    assert (raw / "t10k-labels-idx1-ubyte").is_file()
+    assert (raw / f"t10k-labels.idx1-ubyte{'.gz' if compress else ''}").is_file()  # kept
+
+
+def _no_download(self: Any) -> None:
+    raise AssertionError("downloaded although the files were there")
+
+
+def test_files_under_close_names_get_a_rename_and_no_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", train=100, test=50)
+    (raw / "train-images-idx3-ubyte").rename(raw / "train-images-idx3-ubyte.bin")
+    (raw / "t10k-labels-idx1-ubyte").rename(raw / "t10k_labels_idx1_ubyte")
+    monkeypatch.setattr(FashionMNISTDataModule, "download_files", _no_download)
+    with pytest.raises(DatasetNotFoundError) as info:
+        FashionMNISTDataModule(data_dir=tmp_path, download=True).prepare_data()
+    message = str(info.value)
+    assert "rename train-images-idx3-ubyte.bin to train-images-idx3-ubyte, " in message
+    assert "t10k_labels_idx1_ubyte to t10k-labels-idx1-ubyte in " in message
+
+
+def test_files_misplaced_under_the_dotted_names_are_a_wrong_layout(tmp_path: Path) -> None:
+    _dotted(tmp_path / "mnist_files")
+    with pytest.raises(DatasetNotFoundError, match=r"wrong folder layout: found t10k-images\.idx3"):
+        MNISTDataModule(data_dir=tmp_path, download=False).prepare_data()
+
+
+def test_a_read_only_folder_with_dotted_names_says_which_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _dotted(tmp_path / "MNIST" / "raw")
+
+    def read_only(folder: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("cnnlab.data.datamodule.folder_lock", read_only)
+    with pytest.raises(DatasetNotFoundError) as info:
+        MNISTDataModule(data_dir=tmp_path, download=True).prepare_data()
+    assert "Fix: rename train-images.idx3-ubyte to train-images-idx3-ubyte, " in str(info.value)

@@ -9,10 +9,13 @@
 * When expected files are missing, nearby folders are searched: files one folder too deep,
   `.gz` files beside the `raw/` folder, or `data_dir` pointing inside the layout are reported
   as a wrong layout, with the fix.
+* Files whose names are close to an expected one (`train-images.idx3-ubyte.bin`) are named
+  with the rename that makes them usable, instead of a download that would not be needed.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import struct
@@ -28,6 +31,7 @@ from cnnlab.errors import DatasetCorruptError
 # IDX type codes and their item sizes in bytes (the format of yann.lecun.com's MNIST files).
 _IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
 _GZIP_MAGIC = b"\x1f\x8b"
+_NEAR = 0.85  # difflib's ratio above which two file names are one name misspelt
 _FRESH_COPY = "Delete it and fetch a fresh copy (docs/data.md)."
 
 
@@ -114,6 +118,49 @@ def find_bad_cifar_file(dataset: str, folder: Path, names: Iterable[str]) -> str
         if len(rows) != 2 or rows[1] != 3 * 32 * 32 or rows[0] != len(labels):
             return f"{path} holds data of shape {rows} and {len(labels)} labels; expected N x 3072"
     return None
+
+
+def idx_spellings(name: str) -> list[str]:
+    """The names an IDX file is shipped under: torchvision's `train-images-idx3-ubyte`, the
+    original site's `train-images.idx3-ubyte` (a dot before `idx`), each also as `.gz`."""
+    dotted = name.replace("-idx", ".idx", 1)
+    names = [name, dotted] if dotted != name else [name]
+    return [f"{n}{suffix}" for n in names for suffix in ("", ".gz")]
+
+
+def near_misses(
+    folder: Path, missing: Sequence[str], ignore: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """(found, expected) pairs: files in `folder` whose names look like a missing file's
+    (`train-images-idx3-ubyte.bin` for `train-images-idx3-ubyte`), in the order of `missing`;
+    the closest pairs are matched first, each file at most once. `ignore`: names that are
+    what they are (the dataset's other files)."""
+    skip = set(ignore)
+    try:
+        present = [e.name for e in os.scandir(folder) if e.is_file() and e.name not in skip]
+    except OSError:
+        return []
+    present = [name for name in present if not name.startswith(".")]
+    scored = sorted(
+        (
+            (difflib.SequenceMatcher(None, candidate.lower(), found.lower()).ratio(), found, name)
+            for name in missing
+            for candidate in (name, f"{name}.gz")
+            for found in present
+        ),
+        reverse=True,
+    )
+    pairs: dict[str, str] = {}
+    for score, found, name in scored:
+        if score >= _NEAR and name not in pairs and found not in pairs.values():
+            pairs[name] = found
+    return [(pairs[name], name) for name in missing if name in pairs]
+
+
+def rename_hint(folder: Path, pairs: Sequence[tuple[str, str]]) -> str:
+    """`rename A to B, C to D in <folder>`: the fix for files under near-miss names."""
+    renames = ", ".join(f"{found} to {expected}" for found, expected in pairs)
+    return f"rename {renames} in {folder}"
 
 
 def find_misplaced(

@@ -18,7 +18,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnlab.assignment import normalize_tensor
-from cnnlab.data.checks import check_published_md5, find_misplaced, layout_message
+from cnnlab.data.checks import (
+    check_published_md5,
+    find_misplaced,
+    layout_message,
+    near_misses,
+    rename_hint,
+)
 from cnnlab.data.files import folder_lock
 from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
@@ -132,6 +138,10 @@ class ImageDataModule(pl.LightningDataModule):
     def missing_files(self) -> list[str]:
         return [name for name in self.expected_files() if not (self.raw_dir / name).is_file()]
 
+    def file_spellings(self, name: str) -> list[str]:
+        """The names under which `fetch_local_copies` accepts the file `name`."""
+        return [name, f"{name}.gz"]
+
     def fetch_local_copies(self) -> None:
         """Use files that are already on the machine (gz next to the target, system packages)."""
 
@@ -153,17 +163,29 @@ class ImageDataModule(pl.LightningDataModule):
             try:
                 held.enter_context(folder_lock(self.data_dir))
             except OSError as err:
+                missing = self.missing_files()
+                fix = "point data.data_dir at a writable folder (the files are unpacked or "
+                fix += "downloaded into it)"
+                if renames := self._near_misses():
+                    fix = f"{rename_hint(self.raw_dir, renames)}, or {fix}"
                 raise DatasetNotFoundError(
-                    f"{self.name}: {self.raw_dir} lacks {', '.join(self.missing_files())} and "
+                    f"{self.name}: {self.raw_dir} lacks {', '.join(missing)} and "
                     f"{self.data_dir} cannot be written ({err.strerror}), so they cannot be "
-                    "unpacked or downloaded there. Fix: point data.data_dir at a writable "
-                    "folder (the files are unpacked or downloaded into it)."
+                    f"unpacked, linked or downloaded there. Fix: {fix}."
                 ) from err
             if not self.missing_files():
                 return
             self.fetch_local_copies()
             if not self.missing_files():
                 return
+            # Files under names close to the expected ones are the user's own: say how to
+            # name them rather than download a copy (or report a download failure).
+            if renames := self._near_misses():
+                raise DatasetNotFoundError(
+                    f"{self.name}: {self.raw_dir} lacks {', '.join(self.missing_files())}, "
+                    f"but holds files with close names. Fix: {rename_hint(self.raw_dir, renames)}"
+                    " (cnnlab reads torchvision's names; .gz files may stay packed)."
+                )
             if self.download:
                 try:
                     self.download_files()
@@ -181,6 +203,16 @@ class ImageDataModule(pl.LightningDataModule):
                     f"{self.name} not found: {self.raw_dir} lacks {', '.join(missing)}.\n"
                     f"{self._how_to_fix()}"
                 )
+
+    def _near_misses(self) -> list[tuple[str, str]]:
+        """Files in `raw_dir` under names close to a missing file's, paired with it."""
+        missing = self.missing_files()
+        present = [name for name in self.expected_files() if name not in missing]
+        ignore = [
+            *(s for name in missing for s in (name, f"{name}.gz")),
+            *(s for name in present for s in self.file_spellings(name)),
+        ]
+        return near_misses(self.raw_dir, missing, ignore)
 
     def _blocked_path_message(self) -> str | None:
         """A folder where a dataset file belongs, or a file where a folder belongs: nothing
@@ -214,7 +246,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _wrong_layout(self) -> str | None:
         """The expected files sitting in the wrong folder near `data_dir`, reported as such."""
-        names = [*self.expected_files(), *(f"{name}.gz" for name in self.expected_files())]
+        names = [
+            spelling for name in self.expected_files() for spelling in self.file_spellings(name)
+        ]
         found = find_misplaced(self.data_dir, names, skip=self._layout_skip_dirs())
         return layout_message(self.name, self.data_dir, self.raw_dir, found) if found else None
 

@@ -6,6 +6,7 @@ dataset is one more subclass here or in a file of its own (docs/extending.md).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,9 +15,17 @@ import torch
 import torchvision
 from torchvision.datasets.utils import download_and_extract_archive
 
-from cnnlab.data.checks import check_idx_split, find_bad_cifar_file, find_misplaced, layout_message
+from cnnlab.data.checks import (
+    check_idx_split,
+    find_bad_cifar_file,
+    find_misplaced,
+    idx_spellings,
+    layout_message,
+)
 from cnnlab.data.datamodule import ImageDataModule
-from cnnlab.data.files import read_pickle, unpack_archive, unpack_gzip
+from cnnlab.data.files import link_or_copy, read_pickle, unpack_archive, unpack_gzip
+
+log = logging.getLogger(__name__)
 
 # Debian's dataset-fashion-mnist package installs the real files here.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -45,14 +54,32 @@ class IdxDataModule(ImageDataModule):
     def expected_files(self) -> list[str]:
         return [Path(name).stem for name, _ in self.torchvision_class.resources]
 
+    def file_spellings(self, name: str) -> list[str]:
+        return idx_spellings(name)
+
     def fetch_local_copies(self) -> None:
-        """Unpack `.gz` copies found in `raw_dir` or a system folder (Debian's package)."""
+        """Use copies found in `raw_dir` or a system folder (Debian's package): `.gz` files
+        are unpacked, files named `train-images.idx3-ubyte` (a dot before `idx`, as the
+        original site and some archives ship them) are hard-linked under torchvision's name."""
         for name in self.missing_files():
-            for folder in (self.raw_dir, *self.system_dirs):
-                packed = folder / f"{name}.gz"
-                if packed.is_file():
-                    unpack_gzip(self.name, packed, self.raw_dir / name)
-                    break
+            found = self._local_copy(name)
+            if found is None:
+                continue
+            target = self.raw_dir / name
+            if found.suffix == ".gz":
+                unpack_gzip(self.name, found, target)
+            else:
+                link_or_copy(self.name, found, target)
+            if found.name not in (name, f"{name}.gz"):
+                log.info("%s: reading %s as %s", self.name, found, target)
+
+    def _local_copy(self, name: str) -> Path | None:
+        for folder in (self.raw_dir, *self.system_dirs):
+            for spelling in self.file_spellings(name):
+                path = folder / spelling
+                if path != self.raw_dir / name and path.is_file():
+                    return path
+        return None
 
     def download_files(self) -> None:
         self.torchvision_class(str(self.data_dir), train=True, download=True)

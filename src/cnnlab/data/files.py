@@ -51,6 +51,24 @@ def unpack_gzip(dataset: str, packed: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def link_or_copy(dataset: str, source: Path, target: Path) -> None:
+    """`source` made available as `target`: a hard link (no space used, the user's file
+    stays as it is), or a copy where links are not possible; through a temporary name, so
+    readers never see half a file."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    except OSError as err:
+        raise _unpack_write_error(dataset, source, target, err) from err
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _read_packed(dataset: str, packed: Path, src: gzip.GzipFile) -> bytes:
     """The next chunk of a gzip file; a broken one becomes one message naming it."""
     try:
@@ -72,8 +90,9 @@ def _unpack_write_error(
         fix = f"move away whatever is in the way at {target} (a folder where a file belongs)"
     else:
         fix = "make that folder writable, or point data.data_dir at a writable folder"
+    verb = "unpack" if packed.suffix in (".gz", ".tgz") else "link or copy"
     return DatasetNotFoundError(
-        f"{dataset}: could not unpack {packed} into {target} ({err.strerror or err}). Fix: {fix}."
+        f"{dataset}: could not {verb} {packed} into {target} ({err.strerror or err}). Fix: {fix}."
     )
 
 
