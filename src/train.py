@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from cnnlab.errors import CnnlabError
 from cnnlab.process_setup import set_up_process
-from cnnlab.renamed import renamed_experiment_message
+from cnnlab.renamed import renamed_experiment_message, renamed_key_message
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
 from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
@@ -38,7 +38,7 @@ if __name__ == "__main__":
         except CnnlabError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
-    if problem := renamed_experiment_message(sys.argv[1:]):
+    if problem := renamed_experiment_message(sys.argv[1:]) or renamed_key_message(sys.argv[1:]):
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)
     if problem := config_syntax_problem(CONF, sys.argv):

@@ -80,7 +80,7 @@ def test_the_data_lives_on_the_gpu_and_no_batch_is_copied_from_the_host(
 
 @pytest.mark.parametrize(
     "switches",
-    [["trainer.precision=bf16-mixed"], ["model.channels_last=true"], ["model.compile_net=true"]],
+    [["trainer.precision=bf16-mixed"], ["channels_last=true"], ["compile_net=true"]],
 )
 def test_fast_switches_train_to_finite_sensible_losses(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path, switches: list[str]

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.renamed import RENAMED_EXPERIMENTS, RENAMED_MODULES, renamed_experiment_message
+from cnnlab.renamed import (
+    RENAMED_EXPERIMENTS,
+    RENAMED_KEYS,
+    RENAMED_MODULES,
+    renamed_experiment_message,
+    renamed_key_message,
+)
 from conftest import CONF_DIR, ROOT, run_cli
 
 
@@ -65,3 +71,15 @@ def test_an_old_module_names_its_new_home(old: str, new: str) -> None:
         importlib.import_module(old)
     assert raised.value.name == old
     importlib.import_module(new)
+
+
+def test_a_moved_key_gets_its_new_name_and_the_new_keys_exist() -> None:
+    assert (
+        renamed_key_message(["optimizer=adam", "model.channels_last=true"])
+        == "model.channels_last is now channels_last: channels_last=true"
+    )
+    assert renamed_key_message(["channels_last=true", "model.net.init=keras"]) is None
+    train_yaml = (CONF_DIR / "train.yaml").read_text()
+    for old, new in RENAMED_KEYS.items():
+        assert f"\n{new}:" in train_yaml
+        assert f"\n{old.split('.')[-1]}:" not in (CONF_DIR / "model" / "net_1.yaml").read_text()

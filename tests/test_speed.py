@@ -86,7 +86,7 @@ def _losses_with(
 def test_channels_last_trains_the_same_maths(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
 ) -> None:
-    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.channels_last", steps=6)
+    losses = _losses_with(compose_cfg, synthetic_data_dir, "channels_last", steps=6)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
 
 
@@ -94,8 +94,12 @@ def test_channels_last_auto_is_nhwc_on_avx512_cpus_and_nchw_on_gpus(
     monkeypatch: pytest.MonkeyPatch, compose_cfg: Callable[..., DictConfig]
 ) -> None:
     from cnnlab.speed import layout
+    from cnnlab.speed.net import ChannelsLast, net_speedups
 
-    assert compose_cfg().model.channels_last == "auto"  # the default of net_1 and net_2
+    cfg = compose_cfg()
+    assert cfg.channels_last == "auto"  # the run's default, for every net
+    assert [type(c) for c in net_speedups(cfg)] == [ChannelsLast]
+    assert net_speedups(compose_cfg(["channels_last=false"])) == []
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     for flags, expected_on_cpu in (
         (frozenset({"avx2", "avx512f"}), True),
@@ -105,27 +109,33 @@ def test_channels_last_auto_is_nhwc_on_avx512_cpus_and_nchw_on_gpus(
         assert layout.use_channels_last("auto", cpu) is expected_on_cpu
         assert layout.use_channels_last("auto", gpu) is False  # fp32 on a GPU: not measured faster
         assert layout.use_channels_last(True, gpu) and not layout.use_channels_last(False, cpu)
-        # The LightningModule decides once the Trainer says where it runs, then feeds NHWC.
-        model = ImageClassifier(
-            {"_target_": "cnnlab.models.nets.net_1"}, [1, 28, 28], 10, channels_last="auto"
-        )
-        model.configure_model()  # as load_from_checkpoint calls it, with no Trainer yet
-        assert model.channels_last is False  # not decided before a Trainer
-        model.trainer = _fake_trainer("cpu")  # type: ignore[assignment]
-        model.configure_model()
-        assert model.channels_last is expected_on_cpu
+        # Applied from outside the module once the Trainer says where it runs: NHWC weights,
+        # and NHWC inputs through a forward pre-hook; the module itself stays plain.
+        model = ImageClassifier({"_target_": "cnnlab.models.nets.net_1"}, [3, 32, 32], 10)
+        callback = ChannelsLast("auto")
+        for stage in ("fit", "test"):  # fitting then testing the same module: applied once
+            callback.setup(_fake_trainer("cpu"), model, stage)  # type: ignore[arg-type]
         conv = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 32 in
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected_on_cpu
-        assert model.hparams["channels_last"] == "auto"  # a checkpoint decides again where it runs
+        assert len(model._forward_pre_hooks) == int(expected_on_cpu)
+        seen: list[torch.Tensor] = []
+        model.net.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0]))
+        model(torch.zeros(2, 3, 32, 32))  # 3 channels: NCHW and NHWC strides differ
+        assert seen[0].is_contiguous(memory_format=torch.channels_last) is expected_on_cpu
+        assert "channels_last" not in model.hparams  # a checkpoint decides again where it runs
+        # auto leaves a net without convolutions alone: NHWC would only add copies.
+        mlp = ImageClassifier({"_target_": "cnnlab.models.nets.mlp"}, [1, 28, 28], 10)
+        ChannelsLast("auto").setup(_fake_trainer("cpu"), mlp, "fit")  # type: ignore[arg-type]
+        assert not mlp._forward_pre_hooks
 
 
 def test_a_bad_channels_last_value_is_refused_with_the_choices(
     compose_cfg: Callable[..., DictConfig],
 ) -> None:
     with pytest.raises(
-        ConfigError, match=r"^model.channels_last=.*fast.* is invalid: use auto .*true or false"
+        ConfigError, match=r"^channels_last=.*fast.* is invalid: use auto .*true or false"
     ):
-        validate_train_config(compose_cfg(["model.channels_last=fast"]))
+        validate_train_config(compose_cfg(["channels_last=fast"]))
 
 
 def _fake_trainer(device: str) -> Any:
@@ -300,7 +310,7 @@ def test_dataset_moves_to_the_accelerator_and_batches_are_gathered_there(
 def test_compiled_net_trains_the_same_maths(
     compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
 ) -> None:
-    losses = _losses_with(compose_cfg, synthetic_data_dir, "model.compile_net", steps=4)
+    losses = _losses_with(compose_cfg, synthetic_data_dir, "compile_net", steps=4)
     torch.testing.assert_close(losses["true"], losses["false"], rtol=1e-4, atol=1e-5)
 
 

@@ -15,6 +15,9 @@ RENAMED_EXPERIMENTS = {
 # Modules that only raise an ImportError naming their new home (code that imports every
 # module of cnnlab skips these).
 RENAMED_MODULES = {"cnnlab.seed": "cnnlab.assignment"}
+# Config keys that moved: <old>=... -> <new>=... (the speed switches left the model's config,
+# so a copied LightningModule carries none of them).
+RENAMED_KEYS = {"model.channels_last": "channels_last", "model.compile_net": "compile_net"}
 _EXPERIMENT = re.compile(r"^[+~]*experiment=(?P<value>.*)$")
 
 
@@ -28,4 +31,13 @@ def renamed_experiment_message(argv: Sequence[str]) -> str | None:
         for option in re.findall(r"\w+", match["value"]):
             if option in RENAMED_EXPERIMENTS:
                 return f"experiment={option} is now experiment={RENAMED_EXPERIMENTS[option]}"
+    return None
+
+
+def renamed_key_message(argv: Sequence[str]) -> str | None:
+    """`model.channels_last is now channels_last` if `argv` overrides a moved key; else None."""
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key in RENAMED_KEYS:
+            return f"{key} is now {RENAMED_KEYS[key]}: {RENAMED_KEYS[key]}={arg.partition('=')[2]}"
     return None

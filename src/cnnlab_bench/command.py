@@ -53,7 +53,7 @@ def main() -> None:
         const="true",
         default="auto",
         choices=("auto", "true", "false"),
-        help="model.channels_last for every contender (alone: true; default: auto, as a run)",
+        help="channels_last for every contender (alone: true; default: auto, as a run)",
     )
     parser.add_argument("--optimizer", default="adadelta", help="an option of conf/optimizer/")
     parser.add_argument("--reps", type=int, default=5, help="measured epochs per contender")

@@ -54,7 +54,7 @@ class BareLoop:
         self.eval_batch_size = datamodule.eval_batch_size
         self.seed = int(cfg.seed)
         self.autocast = str(cfg.trainer.precision).startswith("bf16")
-        self.channels_last = use_channels_last(cfg.model.channels_last, device)
+        self.channels_last = use_channels_last(cfg.channels_last, device)
         pl.seed_everything(self.seed, workers=True)  # same initial weights as the pipeline
         net_cfg = dict(cfg.model.net)
         self.net = instantiate(

@@ -34,7 +34,7 @@ DEFAULT_ROWS = (
 @dataclass
 class Settings:
     precision: str = "32-true"
-    channels_last: bool | str = "auto"  # model.channels_last: the pipeline's default is auto
+    channels_last: bool | str = "auto"  # channels_last: the pipeline's default is auto
     optimizer: str = "adadelta"
     reps: int = 5
     accelerator: str = "auto"
@@ -85,7 +85,7 @@ def compose_run(
         "trainer.num_sanity_val_steps=0",
         f"trainer.precision={settings.precision}",
         f"trainer.accelerator={settings.accelerator}",
-        f"model.channels_last={str(settings.channels_last).lower()}",
+        f"channels_last={str(settings.channels_last).lower()}",
         "callbacks.progress_bar.enabled=false",
         "callbacks.model_summary.enabled=false",
         f"test={str(test).lower()}",

@@ -150,7 +150,7 @@ def bench_row(
     }
     if layouts:
         other = copy.deepcopy(probe)
-        other.model.channels_last = not channels_last
+        other.channels_last = not channels_last
         contenders["bare_other_layout"] = lambda test: bare_run(
             other, datamodule, device, steps, test=False
         )

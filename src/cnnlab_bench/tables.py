@@ -187,7 +187,7 @@ def markdown_report(report: dict[str, Any], command: str, when: str) -> str:
         "Training images per second (validation excluded); ratio = pipeline / bare loop; "
         "min. Lightning = the same net, data and optimizer in a minimal LightningModule; "
         "NHWC / NCHW = the bare loop's speed with channels_last over its speed without, "
-        "alternating in the same process (what `model.channels_last` buys on this CPU).",
+        "alternating in the same process (what `channels_last` buys on this CPU).",
         "",
         *_speed_table(rows),
     ]

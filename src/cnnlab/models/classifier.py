@@ -23,7 +23,6 @@ from cnnlab.models.loading import load_classifier
 from cnnlab.models.metrics import ConfusionMatrix, SampleMean
 from cnnlab.models.nets import count_parameters
 from cnnlab.models.optimizers import build_optimizer
-from cnnlab.speed.layout import use_channels_last
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -48,8 +47,6 @@ class ImageClassifier(pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         class_names: Sequence[str] | None = None,
-        channels_last: bool | str = False,
-        compile_net: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(net, DictConfig):
@@ -62,20 +59,12 @@ class ImageClassifier(pl.LightningModule):
                 "sample_shape": sample_shape,
                 "num_classes": num_classes,
                 "class_names": class_names,
-                "channels_last": channels_last,
-                "compile_net": compile_net,
             },
             logger=False,  # cnnlab logs hparams once, with real metrics, at the end of a run
         )
         self.net: torch.nn.Module = instantiate(
             dict(net), sample_shape=sample_shape, num_classes=num_classes
         )
-        # NHWC activations: faster convolutions with oneDNN on CPU and on tensor cores.
-        # "auto" is decided in configure_model, once the device is known (cnnlab.speed.layout).
-        self.channels_last_setting = channels_last
-        self.channels_last = False
-        self._set_channels_last(channels_last is True)
-        self.compile_net = compile_net
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.example_input_array = torch.zeros(1, *sample_shape)
@@ -120,27 +109,7 @@ class ImageClassifier(pl.LightningModule):
     def num_parameters(self) -> int:
         return count_parameters(self.net)
 
-    def _trainer_device(self) -> torch.device | None:
-        try:
-            return self.trainer.strategy.root_device
-        except RuntimeError:  # load_from_checkpoint calls configure_model before any Trainer
-            return None
-
-    def _set_channels_last(self, enabled: bool) -> None:
-        if enabled and not self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self.channels_last = enabled
-
-    def configure_model(self) -> None:
-        if self.channels_last_setting == "auto" and (device := self._trainer_device()):
-            self._set_channels_last(use_channels_last("auto", device))
-        if self.compile_net:
-            # In place: the state_dict keys (and so checkpoints) stay those of the plain net.
-            self.net.compile()
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:

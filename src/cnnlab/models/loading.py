@@ -169,9 +169,6 @@ def load_classifier(
     names = hparams.get("class_names")
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         names = None
-    channels_last = hparams.get("channels_last", False)
-    if channels_last not in (True, False, "auto"):
-        channels_last = False
     # The net's size, known before any weight is allocated (on the meta device).
     with torch.device("meta"):
         try:
@@ -187,8 +184,6 @@ def load_classifier(
         sample_shape=shape,
         num_classes=classes,
         class_names=names,
-        channels_last=channels_last,
-        compile_net=hparams.get("compile_net") is True,
     )
     try:
         model.load_state_dict(dict(state))

@@ -33,7 +33,7 @@ def cpu_model_and_flags() -> tuple[str | None, frozenset[str]]:
 
 
 def use_channels_last(setting: bool | str, device: torch.device) -> bool:
-    """`model.channels_last` for a run on `device`: true, false, or auto (see above)."""
+    """`channels_last` for a run on `device`: true, false, or auto (see above)."""
     if setting == "auto":
         return device.type == "cpu" and "avx512f" in cpu_model_and_flags()[1]
     return bool(setting)

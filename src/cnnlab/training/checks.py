@@ -6,6 +6,7 @@ Each mismatch is one message naming the key, not a shape error deep inside PyTor
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import read_checkpoint
 from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
+from cnnlab.training.extras import run_tags
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     _check(
         cfg,
-        "model.channels_last",
+        "channels_last",
         lambda v: v in CHANNELS_LAST_CHOICES,
         "use auto (NHWC where oneDNN runs it faster: CPUs with AVX-512), true or false",
     )
@@ -94,6 +96,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     # so a net of your own can take any activation or init it knows (docs/extending.md).
     check_trainer_switches(cfg)
     check_monitor(cfg)
+    run_tags(cfg)  # a list of words, or one line saying how to give them
+    check_optional_loggers(cfg)
 
 
 def _callback_enabled(cfg: DictConfig, name: str) -> bool:
@@ -119,6 +123,34 @@ def check_trainer_switches(cfg: DictConfig) -> None:
             "trainer.enable_progress_bar=false but callbacks.progress_bar is enabled: set "
             "callbacks.progress_bar.enabled=false instead (trainer.enable_progress_bar follows it)"
         )
+
+
+# Loggers whose package is an optional extra of cnnlab: the logger's class name -> (the module
+# it needs, the extra that installs it). Lightning alone would fail with a requirement string.
+OPTIONAL_LOGGERS = {
+    "MLFlowLogger": ("mlflow", "mlflow"),
+    "WandbLogger": ("wandb", "wandb"),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_optional_loggers(cfg: DictConfig, installed: Callable[[str], bool] = _installed) -> None:
+    """A logger whose package is not installed is one line naming the extra to install."""
+    for name, conf in (_get(cfg, "logger") or {}).items():
+        target = str((conf or {}).get("_target_", ""))
+        needs = OPTIONAL_LOGGERS.get(target.rsplit(".", 1)[-1])
+        if needs is not None and not installed(needs[0]):
+            module, extra = needs
+            raise ConfigError(
+                f"logger.{name} ({target}) needs the package {module}, which is not installed: "
+                f'pip install -e ".[{extra}]" (or choose another logger, e.g. logger=tensorboard)'
+            )
 
 
 def check_monitor(cfg: DictConfig) -> None:

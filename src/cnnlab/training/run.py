@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.config import to_plain
+from cnnlab.console import job_label, say
 from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.errors import CnnlabError
 from cnnlab.models.classifier import ImageClassifier
@@ -30,12 +31,14 @@ from cnnlab.results.run_files import draw_run_figures, write_run_files
 from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.scale.job_resources import quiet_for_parallel_jobs
 from cnnlab.speed import lightning_trims
+from cnnlab.speed.net import net_speedups
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
 from cnnlab.training.checkpoint import holding_resumed_folder
 from cnnlab.training.checks import check_before_fit, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
 from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
+from cnnlab.training.extras import apply_extras, run_tags
 from cnnlab.training.interruption import StopOnSignal
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,13 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     return callbacks
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    return [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
+def instantiate_loggers(cfg: DictConfig | None, tags: Sequence[str] = ()) -> list[Logger]:
+    """Every logger configured; each gets the run's `tags` as a hyperparameter (CSV's and
+    TensorBoard's hparams.yaml, an MLflow param, W&B's config)."""
+    loggers = [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
+    for logger in loggers:
+        logger.log_hyperparams({"tags": list(tags)})
+    return loggers
 
 
 @dataclass
@@ -103,9 +111,10 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Train
         history,
         results,
         ConfigInCheckpoint(to_plain(cfg)),
+        *net_speedups(cfg),  # speed switches (docs/speed.md)
         *extra_callbacks,
     ]
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), run_tags(cfg))
     # A job beside others drops its bar (quiet_for_parallel_jobs): Lightning must not add one.
     no_bar = {"enable_progress_bar": False} if len(quiet) < len(configured) else {}
     trainer: pl.Trainer = instantiate(
@@ -165,14 +174,21 @@ def run_test(run: TrainingRun, record: RunRecord) -> None:
     """Test the best checkpoint (the final weights without one) on the official test split."""
     ckpt_path, _ = _checkpoints(run.trainer)
     log.info("Testing %s", ckpt_path or "the final weights (no checkpoint saved)")
+    # Lightning's table cannot carry a job's label: beside other jobs, the lines below do.
+    alone = job_label() is None
     results = run.trainer.test(
-        run.model, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True
+        run.model, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=alone
     )
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     record.tested(test, ckpt_path, run.history.test_seconds)
     if run.trainer.is_global_zero:
-        print(f"Test loss: {test.get('test/loss', math.nan)}")
-        print(f"Test accuracy: {test.get('test/acc', math.nan)}")
+        lines = [
+            f"Test loss: {test.get('test/loss', math.nan)}",
+            f"Test accuracy: {test.get('test/acc', math.nan)}",
+        ]
+        if not alone:  # what else the module logs (Lightning's table would have shown it)
+            lines += [f"{k}: {v}" for k, v in test.items() if k not in ("test/loss", "test/acc")]
+        say("\n".join(lines))
 
 
 def finish(record: RunRecord, cfg: DictConfig, run: TrainingRun) -> None:
@@ -193,12 +209,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
 
     `extra_callbacks` lets programs (the benchmark, tests) observe a run without config.
     """
+    apply_extras(cfg)  # the config tree, and warnings silenced from here on if asked
     validate_train_config(cfg)
     apply_runtime_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(output_dir, writes=rank_zero_only.rank == 0)  # DDP: rank 0 writes
-    record.started(**hydra_choices())
+    record.started(**hydra_choices(), tags=run_tags(cfg))
     pl.seed_everything(int(cfg.seed), workers=True)
 
     run = build(cfg, extra_callbacks)
