@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cnnlab.commands import quote_path_overrides
 from cnnlab.errors import CnnlabError
 from cnnlab.process_setup import set_up_process
 from cnnlab.renamed import renamed_experiment_message, renamed_key_message
@@ -38,6 +39,8 @@ if __name__ == "__main__":
         except CnnlabError as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(err.exit_code)
+    # A path as typed (a sweep job's `1_optimizer=adam/...` included) is one value for Hydra.
+    sys.argv = [sys.argv[0], *quote_path_overrides(sys.argv[1:])]
     if problem := renamed_experiment_message(sys.argv[1:]) or renamed_key_message(sys.argv[1:]):
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -3,8 +3,8 @@
 The layers, lowest first (a module may import its own layer and any below it):
 
 0. foundation: `errors`, `config`, `file_names`, `signals`, `trust`, `lightning_internals`,
-   `assignment`, `renamed` (and the package itself): imported by everything, import nothing
-   above them;
+   `assignment`, `renamed`, `commands` (and the package itself): imported by everything,
+   import nothing above them;
 1. `data`, `speed`: datasets and loaders; the runtime switches the models read;
 2. `models`: the nets and the LightningModule;
 3. `results`: torch-free records, run files and the sweep report;
@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "cnnlab.assignment",
         "cnnlab.seed",
         "cnnlab.renamed",
+        "cnnlab.commands",
     ),
     ("cnnlab.data", "cnnlab.speed"),
     ("cnnlab.models",),

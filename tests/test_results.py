@@ -36,7 +36,7 @@ from cnnlab.results.figures import (
     times_figure,
     to_rgb,
 )
-from cnnlab.results.report import build_report
+from cnnlab.results.report import build_report, rebuild_command
 from cnnlab.results.sweep_summary import SweepSummary
 from cnnlab.results.text import PlainLogText
 from cnnlab.scale.sweeps import job_dir_name
@@ -674,7 +674,7 @@ def test_a_signal_while_the_report_is_written_leaves_it_whole_or_absent(
     assert message.startswith(f"Error: Interrupted by {name} while writing the report")
     if when != "after the rename":
         assert not (sweep / "report.md").exists()
-        assert f"python src/report.py '{sweep}'" in message and "make report DIR=" in message
+        assert rebuild_command(sweep) in message and "make report DIR=" in message
     else:
         assert (sweep / "report.md").read_text().endswith("None: every run completed.\n")
         assert "was written whole" in message

@@ -17,7 +17,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from cnnlab.scale.sweeps import hydra_quoted, job_label
+from cnnlab.commands import hydra_quoted
+from cnnlab.scale.sweeps import job_label
 from conftest import ROOT, metrics_of, only, run_cli, run_sweep
 
 QUICK = [
@@ -235,9 +236,13 @@ def test_no_advertisements_and_evaluation_in_the_runs_own_precision(
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "💡" not in trained.stdout + trained.stderr
     record = metrics_of(only("train/runs/*", tmp_path))
+    # A sweep job's folder holds `=`: the README's evaluate command takes it as typed.
+    job_ckpt = tmp_path / "multiruns" / "1_optimizer=adam" / "checkpoints" / "best.ckpt"
+    job_ckpt.parent.mkdir(parents=True)
+    shutil.copyfile(record["best"]["checkpoint"], job_ckpt)
     evaluated = run_cli(
         "evaluate.py",
-        f"ckpt_path={record['best']['checkpoint']}",
+        f"ckpt_path={job_ckpt}",
         f"paths.log_dir={tmp_path}",
         f"paths.data_dir={synthetic_data_dir}",
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 from hydra import compose
 from hydra.utils import instantiate
 
+from cnnlab.commands import path_override, python_command
 from cnnlab.errors import CnnlabError
 from cnnlab.results.study_report import Part, build_study_report
-from cnnlab.scale.sweeps import hydra_quoted
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,13 @@ def run_study(
     for plan in PLAN:
         overrides = part_overrides(plan, args)
         part_dir = folder / plan.name
-        command = f"python src/train.py -m {' '.join(overrides)}"
+        command = python_command("src/train.py", "-m", *overrides)
         parts[plan.name] = Part(plan.name, plan.title, command, part_dir)
         if plan not in plans:
             continue
         print(f"== {plan.title}: {command}", flush=True)
         sweep = [sys.executable, str(train_script), "-m", *overrides]
-        done = subprocess.run([*sweep, f"hydra.sweep.dir={hydra_quoted(str(part_dir))}"])
+        done = subprocess.run([*sweep, path_override("hydra.sweep.dir", part_dir)])
         if done.returncode != 0:
             failed.append(f"{plan.name} (exit code {done.returncode})")
     report = build_study_report(folder, parts["mnist"], parts["cifar10"], parts["models"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shlex
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from cnnlab.commands import make_command, python_command
 from cnnlab.errors import CnnlabError
 from cnnlab.file_names import CONFUSION_FILE, FIGURE_PREFIX, METRICS_FILE, REPORT_FILE
 from cnnlab.results.figures import (
@@ -181,7 +181,7 @@ def build_report(folder: Path) -> Report:
 
 def rebuild_command(folder: Path) -> str:
     """The command that builds `folder`'s report again, ready to paste."""
-    return f"python src/report.py {shlex.quote(str(folder))}"
+    return python_command("src/report.py", folder)
 
 
 # -- a signal while the report is written ---------------------------------------------------------
@@ -243,7 +243,7 @@ def build_report_or_stop(folder: Path) -> Report:
             kept = "the previous one is kept" if before else "nothing half-written is left"
             stop.message += (
                 f": {path} was not written ({kept}). Build it with: {rebuild_command(folder)} "
-                f"(or make report DIR={shlex.quote(str(folder))})"
+                f"(or {make_command('report', DIR=folder)})"
             )
         raise
 
@@ -254,7 +254,7 @@ def newest_sweep(log_dir: Path) -> Path:
     if not sweeps:
         raise CnnlabError(
             f"No sweep under {log_dir}/*/multiruns/: run one (make sweep) or pass a folder, "
-            "e.g. python src/report.py outputs/train/runs/<run>"
+            f"e.g. {python_command('src/report.py', 'outputs/train/runs/<run>')}"
         )
     return max(sweeps, key=lambda p: p.stat().st_mtime)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.commands import path_override, shell_quoted
 from cnnlab.config import is_location_key
 from cnnlab.errors import CnnlabError
 from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, MULTIRUN_FILE, STOPPED_FILE
@@ -125,15 +125,6 @@ def stop_marker(sweep_dir: Path) -> str | None:
         return None
 
 
-def hydra_quoted(value: str) -> str:
-    """`value` as a quoted Hydra override value: commas, spaces and quotes stay literal.
-
-    Hydra reads a backslash as an escape only before a quote or the closing quote, so only
-    those backslashes are doubled."""
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value)
-    return f"'{escaped}'"
-
-
 def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
     """The command line that runs a sweep again into its own folder: its overrides, as saved in
     `multirun.yaml`, and `hydra.sweep.dir=<the folder>`.
@@ -151,7 +142,7 @@ def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
     overrides = saved_overrides(sweep_dir)
     own = ("hydra.sweep.dir", "hydra.mode")
     hydra = [o for o in overrides["hydra"] if o.lstrip("+~").split("=", 1)[0] not in own]
-    folder = hydra_quoted(str(sweep_dir.resolve()))
+    folder = path_override("hydra.sweep.dir", sweep_dir.resolve())
     with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
 
@@ -165,6 +156,6 @@ def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:
                 raise CnnlabError(
                     f"{saved}: the saved override {override!r} is not taken from a file: "
                     f"{problem}. If this sweep is yours, run its command again yourself with "
-                    f"hydra.sweep.dir={folder} (it resumes the same way)"
+                    f"{shell_quoted(folder)} (it resumes the same way)"
                 )
-    return ["-m", *hydra, *overrides["task"], f"hydra.sweep.dir={folder}"]
+    return ["-m", *hydra, *overrides["task"], folder]

@@ -9,7 +9,6 @@ from it repeats the interrupted epoch exactly. A second signal stops at once.
 from __future__ import annotations
 
 import contextlib
-import shlex
 import signal
 import sys
 import threading
@@ -23,8 +22,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.trainer.states import TrainerFn
 
+from cnnlab.commands import path_override, python_command
 from cnnlab.errors import Interrupted
-from cnnlab.scale.sweeps import hydra_quoted
 from cnnlab.signals import stop_signals_handled_by, write_stderr
 from cnnlab.training.checkpoint import progress_record
 
@@ -90,7 +89,7 @@ def resume_command(checkpoint: str) -> str:
     overrides = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "ckpt_path"]
     script = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "train.py" else "src/train.py"
     # Hydra-quoted inside, shell-quoted outside: it pastes whatever the path holds.
-    return shlex.join(["python", script, *overrides, f"ckpt_path={hydra_quoted(checkpoint)}"])
+    return python_command(script, *overrides, path_override("ckpt_path", checkpoint))
 
 
 def interruption(

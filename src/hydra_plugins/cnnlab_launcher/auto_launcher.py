@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ class AutoLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
+        from cnnlab.commands import make_command
         from cnnlab.scale import auto_launch, parallel_stop
         from cnnlab.scale.job_resources import usable_cores, visible_gpus
 
@@ -67,8 +67,8 @@ class AutoLauncher(Launcher):
                     raise
                 print(
                     f"Error: the sweep was stopped at once by {stop.name}; each job's "
-                    f"metrics.json says where it stopped. Resume it with: make resume "
-                    f"DIR={shlex.quote(str(sweep_dir))}",
+                    "metrics.json says where it stopped. Resume it with: "
+                    f"{make_command('resume', DIR=sweep_dir)}",
                     file=sys.stderr,
                 )
                 sys.exit(128 + signal.Signals[stop.name].value)
