@@ -44,7 +44,7 @@ resume: $(STAMP) ## finish a sweep that stopped (DIR=<sweep folder>): completed 
 	$(PY) src/train.py --resume "$(DIR)"
 
 report: $(STAMP) ## rebuild a sweep's report.md (DIR=<sweep, run or folder of sweeps>; default: the newest sweep)
-	$(PY) src/report.py $(DIR)
+	$(PY) src/report.py $(if $(DIR),"$(DIR)")
 
 test: $(STAMP) ## the fast test suite (no network, synthetic data)
 	$(PY) -m pytest
