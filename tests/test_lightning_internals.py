@@ -5,7 +5,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from cnnlab.lightning_internals import HOOK_NAME_ATTRIBUTE, relaunches_script
+from cnnlab.lightning_internals import HOOK_NAME_ATTRIBUTE, count_optimizer_step, relaunches_script
 
 
 class _Recorder(pl.LightningModule):
@@ -65,3 +65,35 @@ def test_last_checkpoint_follows_every_epoch_when_the_best_stops_improving(tmp_p
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2, "last.ckpt stopped following training: see save_last_if_stale"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+
+
+class _StepsOutsideLightning(pl.LightningModule):
+    """Manual optimization whose optimizer step runs outside `LightningOptimizer.step`, as a
+    replayed CUDA graph's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = torch.nn.Linear(2, 2)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        self.layer(batch[0]).sum().backward()
+        optimizer.optimizer.step()  # the raw optimizer: Lightning does not see it
+        count_optimizer_step(optimizer)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_step_counted_outside_lightnings_optimizer_advances_the_global_step() -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(3, 2)))
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(_StepsOutsideLightning(), data)
+    assert trainer.global_step == 6, (
+        "Lightning no longer counts manual steps through LightningOptimizer._on_before_step "
+        "and _on_after_step: update cnnlab.lightning_internals.count_optimizer_step"
+    )

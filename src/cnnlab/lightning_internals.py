@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.core.optimizer import LightningOptimizer
 
 # The attribute Lightning assigns on the LightningModule around every hook call (twice each),
 # a plain string or None: `cnnlab.speed.lightning_trims.CheapHookBookkeeping` reads it.
@@ -50,3 +51,12 @@ def save_last_if_stale(
     ):
         return
     callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def count_optimizer_step(optimizer: LightningOptimizer) -> None:
+    """Count an optimizer step that ran inside a replayed CUDA graph, as
+    `LightningOptimizer.step` counts its own: under manual optimization Lightning binds these
+    two hooks to its step progress for each training step, which `global_step` (and so
+    checkpoints, `max_steps` and resume) reads. `cnnlab.speed.cuda_graph` calls it."""
+    optimizer._on_before_step()
+    optimizer._on_after_step()

@@ -112,16 +112,26 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def compute_loss(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, logits and labels of a batch: tensor maths only, so the CUDA-graph step
+        (`cnnlab.speed.cuda_graph`) can capture it with the backward and the optimizer step."""
         images, labels = batch
         logits = self(images)
         return F.cross_entropy(logits, labels), logits, labels
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
-        loss, logits, labels = self._shared_step(batch)
-        # Logged once per epoch (see `epoch_metrics`).
+    def count_training_batch(
+        self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """Counts a trained batch into the epoch's training metrics (logged once per epoch,
+        see `epoch_metrics`); outside `compute_loss`, so a captured step counts it too."""
         self.train_confusion.update(logits, labels)
         self.train_loss.update(loss, len(labels))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        loss, logits, labels = self.compute_loss(batch)
+        self.count_training_batch(loss, logits, labels)
         return loss
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
@@ -187,7 +197,7 @@ class ImageClassifier(pl.LightningModule):
     ) -> torch.Tensor:
         """Counts the batch into the validation metrics; returns its logits, for a subclass
         that counts more (docs/extending.md, "A metric")."""
-        loss, logits, labels = self._shared_step(batch)
+        loss, logits, labels = self.compute_loss(batch)
         self.val_acc.update(logits, labels)
         self.val_confusion.update(logits, labels)
         self.val_loss.update(loss, len(labels))
@@ -204,7 +214,7 @@ class ImageClassifier(pl.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._shared_step(batch)
+        loss, logits, labels = self.compute_loss(batch)
         self.test_acc.update(logits, labels)
         self.test_confusion.update(logits, labels)
         self.test_per_class.update(logits, labels)

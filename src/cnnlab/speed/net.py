@@ -3,7 +3,8 @@
 
 - `channels_last`: NHWC weights and inputs (`cnnlab.speed.layout` says where that pays);
 - `compile_net`: `torch.compile` of the module's forward, in place, so checkpoints keep
-  the plain module's keys.
+  the plain module's keys;
+- `cuda_graph`: the training step captured as one CUDA graph (`cnnlab.speed.cuda_graph`).
 
 Both are callbacks, applied once the Trainer says where the run is (their `setup`), and
 neither changes what is computed beyond the summation order.
@@ -20,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnlab.errors import ConfigError
+from cnnlab.speed.cuda_graph import CudaGraphStep
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES, use_channels_last
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,13 @@ class CompileNet(pl.Callback):
 
 
 def net_speedups(cfg: DictConfig) -> list[pl.Callback]:
-    """The callbacks the run's speed switches (`channels_last`, `compile_net`) ask for."""
+    """The callbacks the run's speed switches (`channels_last`, `compile_net`, `cuda_graph`)
+    ask for."""
     callbacks: list[pl.Callback] = []
     if cfg.get("channels_last", False) is not False:
         callbacks.append(ChannelsLast(cfg.channels_last))
     if cfg.get("compile_net"):
         callbacks.append(CompileNet())
+    if cfg.get("cuda_graph", False) is not False:
+        callbacks.append(CudaGraphStep(cfg.cuda_graph))
     return callbacks

@@ -22,7 +22,9 @@ from cnnlab.errors import ConfigError, check_value
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.models.loading import read_checkpoint
 from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES
+from cnnlab.speed.cuda_graph import CUDA_GRAPH_CHOICES
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
+from cnnlab.training.known_keys import check_known_arguments
 from cnnlab.training.extras import run_tags
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,15 @@ def validate_train_config(cfg: DictConfig) -> None:
         lambda v: v in CHANNELS_LAST_CHOICES,
         "use auto (NHWC where oneDNN runs it faster: CPUs with AVX-512), true or false",
     )
+    _check(
+        cfg,
+        "cuda_graph",
+        lambda v: v in CUDA_GRAPH_CHOICES,
+        "use auto (the captured step on CUDA), true or false",
+    )
     # model.net's own settings are the net's to check (cnnlab.models.nets checks its nets'),
     # so a net of your own can take any activation or init it knows (docs/extending.md).
+    check_known_arguments(cfg)  # +trainer.max_epoch=2: the arguments meant, in one line
     check_trainer_switches(cfg)
     check_monitor(cfg)
     run_tags(cfg)  # a list of words, or one line saying how to give them
