@@ -26,7 +26,7 @@ from cnnlab.data.checks import (
     rename_hint,
 )
 from cnnlab.data.files import folder_lock
-from cnnlab.data.sampling import IndexBatchSampler, TensorBatches
+from cnnlab.data.sampling import IndexBatchSampler, InOrderBatchSampler, TensorBatches
 from cnnlab.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, check_value
 
 ValSplit = Literal["random", "last"]
@@ -356,7 +356,9 @@ class ImageDataModule(pl.LightningDataModule):
         # false: Lightning's wrapper would shard whole batches and pad validation).
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        sampler = IndexBatchSampler(
+        # trainer.overfit_batches (debug=overfit): the same batches every epoch, in order.
+        overfit = trainer is not None and trainer.overfit_batches > 0
+        sampler = (InOrderBatchSampler if overfit else IndexBatchSampler)(
             len(labels),
             batch_size,
             shuffle=shuffle,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, SequentialSampler
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -62,6 +63,16 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
 
     def __len__(self) -> int:
         return -(-self._shard_size() // self.batch_size)
+
+
+class InOrderBatchSampler(IndexBatchSampler, SequentialSampler):
+    """IndexBatchSampler's batches, in order, for Lightning's `overfit_batches`
+    (debug=overfit): Lightning keeps a loader's sampler then only if it is a
+    SequentialSampler, and puts one of single indices in place of any other, which these
+    loaders (whole batches, no collation) cannot take. Only the type is SequentialSampler's."""
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool = False, **kwargs: Any) -> None:
+        IndexBatchSampler.__init__(self, size, batch_size, shuffle=False, **kwargs)
 
 
 class TensorBatches(Dataset):

@@ -29,12 +29,12 @@ def runs_table(runs: list[Run], base: Path) -> str:
     """One row per run: what distinguishes it, how it ended, and what it reached."""
     lines = [
         "| run | label | status | best val acc | best epoch | test acc | test loss "
-        "| epochs | train time (s) | params |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| epochs | train time (s) | params | tags |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         record = run.record
-        params = record.get("params")
+        params, tags = record.get("params"), record.get("tags")
         cells = [
             relative(run.folder, base),
             run.label if run.label != run.name else "",
@@ -46,6 +46,7 @@ def runs_table(runs: list[Run], base: Path) -> str:
             "-" if record.get("epochs") is None else str(record["epochs"]),
             fmt(run.train_s, ".1f"),
             "-" if params is None else f"{int(params):,}",  # a whole number (record.py)
+            ", ".join(str(t) for t in tags) if isinstance(tags, list) else "",
         ]
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -79,11 +79,16 @@ class RunRecord:
         if self.writes:
             write_json(self.path, self.fields)
 
-    def started(self, choices: dict[str, Any], overrides: list[str]) -> None:
-        """Written at once: a run that stops before training still says it started."""
+    def started(
+        self, choices: dict[str, Any], overrides: list[str], tags: list[str] | None = None
+    ) -> None:
+        """Written at once: a run that stops before training still says it started (and
+        its tags, so it is found with the others)."""
         self.fields.update(
             {"choices": choices, "overrides": overrides, "output_dir": str(self.path.parent)}
         )
+        if tags is not None:
+            self.fields["tags"] = list(tags)
         self.write()
 
     def describe(

@@ -18,6 +18,7 @@ from torch.utils.tensorboard.summary import hparams
 from cnnlab.config import to_plain
 from cnnlab.results.figures import to_rgb
 from cnnlab.results.text import plain
+from cnnlab.training.extras import run_tags
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def dashboard_hparams(
 ) -> dict[str, Any]:
     """What a comparison of runs needs, flat, for TensorBoard's HPARAMS tab: what the sweep
     varies first (`swept`: config keys and group names), then the optimizer and its settings,
-    the net and its head, the dataset, batch size, epochs, precision and seed. Bookkeeping
+    the net and its head, the dataset, batch size, epochs, precision, seed and tags. Bookkeeping
     choices (paths, logger, callbacks, hydra) are left out: they do not tell runs apart."""
     params: dict[str, Any] = {}
     for key in swept:
@@ -78,6 +79,8 @@ def dashboard_hparams(
         "trainer/max_epochs": cfg.trainer.max_epochs,
         "trainer/precision": cfg.trainer.precision,
         "seed": cfg.seed,
+        # one text value, so TensorBoard can filter runs by it (its hparams take no lists)
+        "tags": ",".join(run_tags(cfg)),
     }
     for name, value in usual.items():
         params.setdefault(name, _hparam(value))

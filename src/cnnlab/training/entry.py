@@ -284,7 +284,15 @@ def hydra_choices() -> dict[str, Any]:
         return {"choices": {}, "overrides": []}
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    if choices.get("local") is not None and not _local_config_present(hydra_cfg, choices["local"]):
+        choices["local"] = None  # Hydra names an optional config even when it has none
     return {"choices": choices, "overrides": list(hydra_cfg.overrides.task)}
+
+
+def _local_config_present(hydra_cfg: DictConfig, option: str) -> bool:
+    """conf/local/<option>.yaml (this machine's settings) exists in a config folder of the run."""
+    folders = [s.path for s in hydra_cfg.runtime.config_sources if s.schema == "file"]
+    return any((Path(folder) / "local" / f"{option}.yaml").is_file() for folder in folders)
 
 
 def in_multirun() -> bool:
