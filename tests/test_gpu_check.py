@@ -274,7 +274,10 @@ def _report() -> dict[str, Any]:
                  "message": "AssertionError: 30", "detail": ["AssertionError: 30"]},
             ],
         },
-        "bench": {"rows": [_row("net_1", "mnist", 32, "32-true", (6400.0, 16000.0, 8000.0))]},
+        "bench": {"rows": [
+            {**_row("net_1", "mnist", 32, "32-true", (6400.0, 16000.0, 8000.0)),
+             "graph_images_per_s": {"pipeline_graph": 32000.0, "bare_graph": 64000.0}},
+        ]},
         "sweep": {"overrides": ["data=fashion_mnist", "trainer.max_epochs=3"],
                   "data": "real Fashion-MNIST"},
         "sweeps": {
@@ -307,6 +310,11 @@ def test_the_page_is_rebuilt_from_a_saved_json_without_a_gpu(tmp_path: Path) -> 
     assert (
         "| net_1 | mnist (real Fashion-MNIST) | 32 | 32-true | 6400 | 16000 | 0.400 "
         "| 8000 (0.500) | 0.800 | 5.00 / 2.00 / 4.00 | 50000 / 60000 | 3.0% | 1.5 GB | 1.100 |"
+    ) in lines
+    # The CUDA-graph step: eager and graphed, pipeline and bare loop, with ms per step.
+    assert (
+        "| net_1 | mnist (real Fashion-MNIST) | 32 | 32-true | 6400 img/s (5.00 ms) "
+        "| 32000 img/s (1.00 ms) | 16000 img/s (2.00 ms) | 64000 img/s (0.50 ms) | 0.500 |"
     ) in lines
     launcher = "3 jobs, 2 at a time side by side (joblib) on 1 GPU(s), 2 per GPU"
     sweeps = [

@@ -508,6 +508,11 @@ class Check:
                 f"{key}: pipeline {t['pipeline']:.0f} img/s, bare {t['bare']:.0f}, "
                 f"min. Lightning {t['minimal_lightning']:.0f}, ratio {t['ratio']:.3f}"
             )
+            if g := result.get("graph_images_per_s"):
+                print(
+                    f"{key}: CUDA-graph step: pipeline {g['pipeline_graph']:.0f} img/s, "
+                    f"bare {g['bare_graph']:.0f} (the limit)"
+                )
             return "done"
 
         return run
@@ -671,6 +676,14 @@ def plan(check: Check) -> list[Stage]:
         ]
     stages += rows("32-true", False)
     if check.fashion:
+        stages.append(
+            Stage(
+                "sweep-graph",
+                "sweep, default launcher, cuda_graph=true",
+                _sweep_estimate("card"),
+                check.sweep("cuda_graph=true", ["cuda_graph=true"]),
+            )
+        )
         default = default_jobs_per_gpu()
         for n in (3, 1, 2):
             if n == default:

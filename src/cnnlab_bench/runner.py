@@ -31,7 +31,7 @@ from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab_bench.accuracy import accuracy_check
-from cnnlab_bench.contenders import bare_run, minimal_lightning_run, pipeline_run
+from cnnlab_bench.contenders import bare_graph_run, bare_run, minimal_lightning_run, pipeline_run
 from cnnlab_bench.load import busy_processes
 from cnnlab_bench.rows import (
     DEFAULT_ROWS,
@@ -148,6 +148,11 @@ def bench_row(
         "bare": lambda test: bare_run(probe, datamodule, device, steps, test=test),
         "minimal": lambda test: minimal_lightning_run(probe, datamodule, device, steps),
     }
+    if device.type == "cuda":  # the CUDA-graph step: the pipeline's switch, the bare limit
+        contenders["pipeline_graph"] = lambda test: pipeline_run(_graphed(cfg_for(test)), device)
+        contenders["bare_graph"] = lambda test: bare_graph_run(
+            probe, datamodule, device, steps, test=test
+        )
     if layouts:
         other = copy.deepcopy(probe)
         other.channels_last = not channels_last
@@ -192,6 +197,9 @@ def bench_row(
             "minimal_lightning": minimal_ips,
             "minimal_lightning_ratio": minimal_ips / bare_ips,
         },
+        "graph_images_per_s": {
+            name: train_ips(name, best) for name in ("pipeline_graph", "bare_graph") if name in runs
+        },
         "step_ms_median": step_ms,
         "layout": _layout_gain(runs, images, channels_last) if layouts else None,
         "per_step": per_step_verdict(step_ms),
@@ -216,6 +224,11 @@ def bench_row(
         "peak_rss_scope": "this row" if rss_per_row else "process so far",
         "runs": runs,
     }
+
+
+def _graphed(cfg: DictConfig) -> DictConfig:
+    cfg.cuda_graph = True
+    return cfg
 
 
 # CPU features that decide which kernels oneDNN runs, as /proc/cpuinfo names them.

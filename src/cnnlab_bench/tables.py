@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,32 @@ def _speed_table(rows: list[dict[str, Any]], gpu: bool = False) -> list[str]:
             f"| {t['pipeline'] / t['minimal_lightning']:.3f}{ms} "
             f"| {v['pipeline']:.0f} / {v['bare']:.0f} | {100 * r['eval_share_of_full_epoch']:.1f}% "
             f"| {_gigabytes(memory)} | {_layout_gain(r)} |"
+        )
+    return lines
+
+
+def _ips_and_ms(ips: float, batch: int) -> str:
+    return f"{ips:.0f} img/s ({1000 * batch / ips:.2f} ms)"
+
+
+def _graph_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The CUDA-graph step against eager, per row: img/s and ms per step of the pipeline
+    (`cuda_graph=false` / `true`) and of the bare loop (eager / captured, the limit)."""
+    rows = [r for r in rows if r.get("graph_images_per_s")]
+    if not rows:
+        return []
+    lines = [
+        "| net | data | batch | precision | pipeline eager | pipeline, graph step "
+        "| bare eager | bare, graph (limit) | graph step / limit |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        t, g, b = r["train_images_per_s"], r["graph_images_per_s"], r["batch_size"]
+        cell = functools.partial(_ips_and_ms, batch=b)
+        lines.append(
+            f"| {r['net']} | {_data(r)} | {b} | {_precision(r)} | {cell(t['pipeline'])} "
+            f"| {cell(g['pipeline_graph'])} | {cell(t['bare'])} | {cell(g['bare_graph'])} "
+            f"| {g['pipeline_graph'] / g['bare_graph']:.3f} |"
         )
     return lines
 
@@ -433,6 +460,18 @@ def gpu_markdown_report(report: dict[str, Any]) -> str:
             "",
             *_speed_table(rows, gpu=True),
         ]
+        if graph := _graph_table(rows):
+            lines += [
+                "",
+                "## The CUDA-graph step",
+                "",
+                "Training images per second and milliseconds per step (1000 x batch / img/s) of "
+                "the pipeline with `cuda_graph=false` and `true`, and of the bare loop eager and "
+                "with its whole step captured as one CUDA graph (the limit); capture and warm-up "
+                "steps included.",
+                "",
+                *graph,
+            ]
     sweeps = report.get("sweeps") or {}
     if any("same_as" not in run for run in sweeps.values()):
         lines += ["", "## Sweeps", "", *_sweeps(sweeps, report.get("sweep", {}))]
