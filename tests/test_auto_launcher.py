@@ -82,5 +82,21 @@ def test_a_two_job_sweep_runs_its_jobs_at_the_same_time(
     assert all(metrics_of(job)["status"] == "completed" for job in (first, second))
     assert (sweep / "report.md").is_file()
     said = result.stdout + result.stderr
-    assert "[optimizer=adam] Epoch 2/2 - " in said and "[optimizer=adagrad] Epoch 2/2 - " in said
     assert "it/s]" not in said  # no progress bars from the parallel jobs
+    # Every line of a job carries its label: its epoch lines, test results and tables.
+    for job in ("0_optimizer=adam", "1_optimizer=adagrad"):
+        assert re.search(rf"^\[{job}\] \[.*\]\[INFO\] - Epoch 2/2 - ", said, flags=re.M)
+        assert re.search(rf"^\[{job}\] Test accuracy: [\d.]+$", result.stdout, flags=re.M)
+        assert f"[{job}] Per-class results on the test set:" in result.stdout
+        assert re.search(rf"^\[{job}\] \| 9 \| ", result.stdout, flags=re.M)
+        assert re.search(rf"^\[{job}\] .*Training time: ", said, flags=re.M)
+    assert "Test metric" not in said  # Lightning's own table carries no label: left out
+    # One model summary for the two jobs (same net), the other says whose it is.
+    assert said.count("Total params") == 1 and said.count("Model summary: the same as ") == 1
+    # One report line, after the closing table, which marks the best job.
+    assert result.stdout.count("Sweep report:") == 1
+    table = result.stdout.split("Sweep results (")[1].splitlines()
+    assert table[1].split()[:3] == ["job", "status", "best"]
+    assert {line.split()[-6] for line in table[2:4]} == {"0_optimizer=adam", "1_optimizer=adagrad"}
+    assert table[4].startswith("* best by validation accuracy: ")
+    assert table[5].startswith("Sweep report: ")

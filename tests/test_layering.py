@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "cnnlab.assignment",
         "cnnlab.seed",
         "cnnlab.renamed",
+        "cnnlab.console",
         "cnnlab.commands",
     ),
     ("cnnlab.data", "cnnlab.speed"),

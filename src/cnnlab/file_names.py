@@ -18,6 +18,7 @@ MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes it before the fi
 FAIL_FAST_FILE = ".failed_job"  # written by the first failed job of a fail-fast sweep
 STOPPED_FILE = ".stopped"  # a sweep of parallel jobs got a stop signal: holds its name
 WORKERS_DIR = ".workers"  # one empty file per parallel worker process, named by its pid
+SHOWN_DIR = ".shown"  # what one job already printed for the whole sweep (a model summary)
 REPORT_FILE = "report.md"  # the sweep report (cnnlab.results.report)
 # Figures sit next to report.md as files, not in a folder, so that nothing new looks like
 # a job folder in a sweep (or like a sweep in a folder of sweeps).

@@ -259,14 +259,12 @@ def newest_sweep(log_dir: Path) -> Path:
     return max(sweeps, key=lambda p: p.stat().st_mtime)
 
 
-def report_after_sweep(sweep_dir: Path) -> str | None:
-    """Build the report at the end of a multirun; returns the error instead of raising, so
-    the sweep's own verdict on its jobs still comes. A stop signal raises ReportStopped."""
+def report_after_sweep(sweep_dir: Path) -> tuple[Report | None, str | None]:
+    """Build the report at the end of a multirun: the report, or None and the error instead
+    of raising, so the sweep's own verdict on its jobs still comes. A stop signal raises
+    ReportStopped."""
     try:
-        report = build_report_or_stop(sweep_dir)
-    except Exception as err:
+        return build_report_or_stop(sweep_dir), None
+    except Exception as err:  # ReportStopped is no Exception: it goes up
         log.exception("The sweep report of %s could not be built", sweep_dir)
-        return plain(f"{type(err).__name__}: {err}")
-    log.info("Sweep report: %s (built in %.1f s)", report.path, report.seconds)
-    print(plain(f"Sweep report: {report.path} (built in {report.seconds:.1f} s)"))
-    return None
+        return None, plain(f"{type(err).__name__}: {err}")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from cnnlab.console import say
 from cnnlab.file_names import CONFUSION_FILE, CURVES_FILE, PER_CLASS_FILE
 from cnnlab.results.confusion import per_class_table
 from cnnlab.results.figures import confusion_figure, curves_figure, save_png
@@ -116,7 +117,7 @@ def write_run_files(output_dir: Path, summary: dict[str, Any], matrices: RunMatr
             f"Per-class results on the test set ({summary.get('output_dir', output_dir)})\n\n"
             f"{table}\n"
         )
-        print(f"Per-class results on the test set:\n{table}")
+        say(f"Per-class results on the test set:\n{table}")  # labelled beside other jobs
 
     times = summary.get("time", {})
     per_epoch = ", ".join(f"{s:.1f}" for s in times.get("per_epoch_s", []))

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from cnnlab.console import label_console_handlers, set_job_label
 from cnnlab.scale.auto_launch import parallel_jobs_now
 from cnnlab.scale.parallel_stop import become_worker
 
@@ -129,6 +130,9 @@ class ParallelJobResources(Callback):
             return
         if parallel_jobs_now() is not None:  # a worker of `auto`: its stop signals come from
             become_worker(Path(hydra_cfg.sweep.dir))  # the sweep's process, once each
+        # Its console lines and tables start with its folder's name (cnnlab.console).
+        set_job_label(Path(hydra_cfg.runtime.output_dir).name)
+        label_console_handlers()
         threads = threads_per_job(parallel, cores)
         torch.set_num_threads(threads)
         gpu = "none"
@@ -148,6 +152,7 @@ class ParallelJobResources(Callback):
         )
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        set_job_label(None)  # a worker may run another job next
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for name, value in self._env_at_start.items():
@@ -159,14 +164,10 @@ class ParallelJobResources(Callback):
 
 def quiet_for_parallel_jobs(callbacks: list[pl.Callback]) -> list[pl.Callback]:
     """In a job running side by side with others: no progress bar (bars of several processes
-    interleave), and each epoch line starts with the job's label, e.g. `[optimizer=adam]`."""
+    interleave); its lines carry its label instead (`ParallelJobResources.on_job_start`)."""
     if not HydraConfig.initialized():
         return callbacks
     hydra_cfg = HydraConfig.get()
     if (_jobs_at_once(hydra_cfg.get("launcher"), usable_cores()) or 1) <= 1:
         return callbacks
-    label = Path(hydra_cfg.runtime.output_dir).name.split("_", 1)[-1]
-    for callback in callbacks:
-        if hasattr(callback, "prefix"):
-            callback.prefix = f"[{label}] "
     return [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]

@@ -16,12 +16,19 @@ from typing import Any
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.commands import path_override, shell_quoted
 from cnnlab.config import is_location_key
 from cnnlab.errors import CnnlabError
-from cnnlab.file_names import FAIL_FAST_FILE, METRICS_FILE, MULTIRUN_FILE, STOPPED_FILE
+from cnnlab.file_names import (
+    FAIL_FAST_FILE,
+    METRICS_FILE,
+    MULTIRUN_FILE,
+    SHOWN_DIR,
+    STOPPED_FILE,
+)
 from cnnlab.results.multirun import parse_overrides, saved_overrides
 from cnnlab.results.record import COMPLETED, read_json
 from cnnlab.results.text import plain
@@ -123,6 +130,30 @@ def stop_marker(sweep_dir: Path) -> str | None:
         return (sweep_dir / STOPPED_FILE).read_text().strip() or "a signal"
     except OSError:
         return None
+
+
+def shown_earlier_in_sweep(what: str) -> str | None:
+    """The job of this sweep that already printed `what` (e.g. a model summary's digest), or
+    None when this job is the first (it then claims it) or runs outside a sweep. Parallel
+    jobs claim with an exclusive create, so exactly one of them prints it."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.sweep.dir) / SHOWN_DIR
+    path = folder / hashlib.sha256(what.encode()).hexdigest()[:32]
+    job = Path(hydra_cfg.runtime.output_dir).name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with path.open("x") as claim:
+            claim.write(job)
+    except FileExistsError:
+        try:
+            return path.read_text().strip() or "an earlier job"
+        except OSError:
+            return "an earlier job"
+    except OSError:  # a sweep folder that cannot be written: print it, as a lone run would
+        return None
+    return None
 
 
 def resume_arguments(sweep_dir: Path, conf_dir: Path) -> list[str]:

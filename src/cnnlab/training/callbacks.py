@@ -9,10 +9,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelSummary
 
 from cnnlab.models.summary import keras_summary
 from cnnlab.results.keras_log import keras_epoch_line
 from cnnlab.results.run_files import Counts, RunMatrices
+from cnnlab.scale.sweeps import shown_earlier_in_sweep
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +179,8 @@ class KerasEpochLines(pl.Callback):
     """One line per epoch in the console and train.log, as the assignment's Keras `verbose=2`
     prints: `Epoch 3/30 - 12s - loss: 0.2345 - accuracy: 0.9312 - val_loss: 0.2567 - ...`."""
 
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix  # e.g. "[optimizer=adam] " in a job running beside others
-        self._start = 0.0
+    def __init__(self) -> None:
+        self._start = 0.0  # beside other jobs the console labels each line (cnnlab.console)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -192,7 +193,7 @@ class KerasEpochLines(pl.Callback):
             metrics.update({k: scalar(v) for k, v in pl_module.epoch_metrics("train").items()})
         seconds = _now(pl_module) - self._start
         line = keras_epoch_line(trainer.current_epoch, trainer.max_epochs, seconds, metrics)
-        log.info("%s%s", self.prefix, line)
+        log.info("%s", line)
 
 
 class SaveModelSummary(pl.Callback):
@@ -211,3 +212,23 @@ class SaveModelSummary(pl.Callback):
             with trainer.precision_plugin.forward_context():
                 text = keras_summary(net, shape["sample_shape"], title)
             self.path.write_text(text)
+
+
+class OncePerSweepModelSummary(ModelSummary):
+    """Lightning's model summary, printed once per distinct model in a sweep: a job whose
+    module an earlier job of the sweep already summarised says so in one line instead of
+    printing the same table again (three optimizers on one net: one table). A single run
+    prints it as Lightning does."""
+
+    def __init__(self, max_depth: int = 1, **summarize_kwargs: Any) -> None:
+        super().__init__(max_depth, **summarize_kwargs)
+        self.prints = max_depth != 0  # 0: Lightning prints nothing, so nothing to claim
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.prints and trainer.is_global_zero:
+            shape = getattr(pl_module, "hparams", {}).get("sample_shape")
+            earlier = shown_earlier_in_sweep(f"model summary|{pl_module!r}|{shape}")
+            if earlier is not None:
+                log.info("Model summary: the same as %s's", earlier)
+                return
+        super().on_fit_start(trainer, pl_module)
