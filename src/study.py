@@ -12,9 +12,16 @@ from pathlib import Path
 
 import hydra
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, DatasetNotFoundError
 from cnnlab.process_setup import set_up_process
-from cnnlab.study import chosen, missing_datasets, run_study
+from cnnlab.study import (
+    chosen,
+    data_choice,
+    fashion_mnist_at_hand,
+    missing_datasets,
+    refusal,
+    run_study,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +44,14 @@ def main() -> int:
         return err.exit_code
     with hydra.initialize(config_path="../conf", version_base="1.3"):
         missing = missing_datasets(args.overrides, plans)
+        # MNIST missing and no dataset chosen: Fashion-MNIST on disk can stand in for it.
+        stand_in = data_choice(args.overrides) is None and "MNIST" in dict(missing.values())
+        fashion = stand_in and fashion_mnist_at_hand(args.overrides)
     if missing:
-        print("Error: the study cannot start: it lacks these datasets.", file=sys.stderr)
-        for line in missing:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        extra = ["--out", str(args.out)] if args.out else []
+        message = refusal(missing, plans, args.overrides, extra, fashion)
+        print(f"Error: {message}", file=sys.stderr)
+        return DatasetNotFoundError.exit_code
     folder = args.out or ROOT / "outputs" / "assignment" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     report, failed = run_study(ROOT / "src" / "train.py", folder, args.overrides, plans)
     print(f"Study report: {report}")

@@ -3,6 +3,7 @@ command and one report that follows the assignment's figures."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,12 @@ from hydra.utils import instantiate
 from matplotlib.image import imread
 from omegaconf import DictConfig
 
+from cnnlab.data.datasets import DEBIAN_FASHION_MNIST
 from cnnlab.models.nets import ACTIVATIONS, count_parameters
 from cnnlab.models.summary import keras_summary
 from cnnlab.results.keras_log import keras_epoch_line
+from cnnlab.results.study_report import Part, build_study_report
+from cnnlab.study import PLAN, part_title, refusal
 from conftest import metrics_of, run_cli
 
 # Our reading of the assignment's models: (activation, hidden sizes) and the parameter counts they
@@ -109,6 +113,78 @@ def test_the_whole_study_writes_one_report_in_the_assignments_order(
 def test_the_study_names_missing_datasets_before_training(tmp_path: Path) -> None:
     result = run_cli("study.py", f"paths.data_dir={tmp_path / 'none'}", "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "the study cannot start: it lacks these datasets" in result.stderr
-    assert "MNIST" in result.stderr and "CIFAR-10" in result.stderr
+    assert "the study cannot start: it lacks these datasets: MNIST and CIFAR-10." in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    if (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():  # stands in for MNIST
+        assert last.startswith(
+            "With the data at hand, run: python src/study.py --parts mnist,models"
+        )
+        assert last.endswith(f"data=fashion_mnist --out {tmp_path}")
+    else:
+        assert last == "No part of the study has its data here: get the files as said above."
     assert not list(tmp_path.glob("*/report.md"))  # nothing trained
+
+
+NO_CIFAR = {"cifar10": ("CIFAR-10", "CIFAR-10: downloading failed.\nFix: copy the files.")}
+NO_MNIST = {name: ("MNIST", "MNIST: not found.") for name in ("mnist", "models")}
+RUN = "With the data at hand, run: python src/study.py --parts"
+
+
+@pytest.mark.parametrize(
+    ("problems", "args", "fashion", "said"),
+    [
+        (NO_CIFAR, ["data=fashion_mnist"], False,
+         f"{RUN} mnist,models data=fashion_mnist"),
+        (NO_CIFAR, ["trainer.max_epochs=2"], True,
+         f"{RUN} mnist,models trainer.max_epochs=2"),
+        ({**NO_MNIST, **NO_CIFAR}, [], True,
+         f"{RUN} mnist,models data=fashion_mnist"),
+        (NO_MNIST, ["seed=1"], False,
+         f"{RUN} cifar10 seed=1"),
+        ({**NO_MNIST, **NO_CIFAR}, [], False,
+         "No part of the study has its data here: get the files as said above."),
+    ],
+    ids=["data chosen", "MNIST here", "Fashion-MNIST stands in", "CIFAR-10 only", "none"],
+)  # fmt: skip
+def test_the_refusal_names_the_parts_that_run_with_the_data_at_hand(
+    problems: dict[str, tuple[str, str]], args: list[str], fashion: bool, said: str
+) -> None:
+    message = refusal(problems, PLAN, args, fashion_at_hand=fashion).splitlines()
+    datasets = " and ".join(dict.fromkeys(dataset for dataset, _ in problems.values()))
+    assert message[0] == f"the study cannot start: it lacks these datasets: {datasets}."
+    assert message[-1] == said
+    assert sum("MNIST: not found." in line for line in message) == ("mnist" in problems)
+    if "cifar10" in problems:  # each line of a dataset's message indented under the first
+        assert "  CIFAR-10: downloading failed." in message and "  Fix: copy the files." in message
+
+
+def test_each_part_is_titled_with_the_dataset_it_trains_on() -> None:
+    mnist, cifar10, models = PLAN
+    assert "net_1 and net_2 on MNIST with" in part_title(mnist, [])
+    assert "net_1 and net_2 on Fashion-MNIST with" in part_title(mnist, ["data=fashion_mnist"])
+    assert "models A-F on Fashion-MNIST" in part_title(models, ["data=fashion_mnist"])
+    assert part_title(cifar10, ["data=fashion_mnist"]).startswith("net_1 on CIFAR-10 ")
+
+
+def test_parts_left_out_are_marked_skipped_and_their_commands_not_shown(tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    run = models_dir / "5_model_F"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("model: {}\n")
+    record = {"status": "completed", "best": {"val/acc": 0.9, "epoch": 0}, "epochs": 1}
+    (run / "metrics.json").write_text(json.dumps(record | {"test": {"test/acc": 0.8}}))
+    args = ["data=fashion_mnist"]
+    mnist, cifar10, models = (
+        Part(p.name, part_title(p, args), f"python src/train.py -m {p.overrides[0]}",
+             tmp_path / p.name, None if p.name == "models" else "not in --parts")
+        for p in PLAN
+    )  # fmt: skip
+    report = build_study_report(tmp_path, mnist, cifar10, models).read_text()
+    assert "its run did not start" not in report
+    assert "No model summary of net_1: the part net_1 and net_2 on Fashion-MNIST" in report
+    assert report.count("skipped (not in --parts)") >= 6
+    assert "experiment=assignment_mnist" not in report  # commands that did not run
+    assert "experiment=assignment_cifar10" not in report
+    assert "`python src/train.py -m experiment=assignment_models` | 1 | 1 |" in report
+    assert "on MNIST" not in report and "**model_F**" not in report
+    assert re.search(r"^\| models/5_model_F \| .* \| completed \|", report, flags=re.M)

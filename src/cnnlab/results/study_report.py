@@ -20,15 +20,17 @@ STUDY_REPORT = "assignment_report.md"
 
 @dataclass
 class Part:
-    """One sweep of the study: its name, what it reproduces, the command, and its folder."""
+    """One sweep of the study: its name, what it reproduces, the command, its folder, and
+    why it was skipped (e.g. `not in --parts`; None when it was run)."""
 
     name: str
     title: str
     command: str
     folder: Path
+    skipped: str | None = None
 
     def runs(self) -> list[Run]:
-        runs = find_runs(self.folder) if self.folder.is_dir() else []
+        runs = find_runs(self.folder) if self.folder.is_dir() and not self.skipped else []
         label_runs(runs)
         return runs
 
@@ -41,14 +43,22 @@ def _best(runs: list[Run]) -> Run | None:
     return best_run(runs)
 
 
+def _skipped(part: Part) -> str:
+    return f"skipped ({markdown(part.skipped)})"
+
+
 def _figure(part: Part, name: str, alt: str, base: Path) -> list[str]:
+    if part.skipped:
+        return [f"*{part.title}: {_skipped(part)}.*", ""]
     path = part.figure(name)
     if path is None:
         return [f"*{part.title}: no figure (no run of this part completed).*", ""]
     return [f"**{part.title}**", "", f"![{alt}]({relative(path, base)})", ""]
 
 
-def _summary(run: Run | None, net: str) -> list[str]:
+def _summary(run: Run | None, net: str, part: Part) -> list[str]:
+    if part.skipped:
+        return [f"*No model summary of {net}: the part {part.title} was {_skipped(part)}.*", ""]
     text = run.folder / SUMMARY_FILE if run else None
     if run is None or text is None or not text.is_file():
         return [f"*No model summary of {net}: its run did not start.*", ""]
@@ -78,22 +88,27 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
         "|---|---|---:|---:|---|",
     ]
     for part in parts:
+        if part.skipped:  # its command did not run: not shown as if it had
+            lines.append(f"| {part.title} | {_skipped(part)} | - | - | - |")
+            continue
         done = sum(r.completed for r in runs[part.name])
         report = part.folder / REPORT_FILE
         link = f"[{REPORT_FILE}]({relative(report, folder)})" if report.is_file() else "-"
         lines.append(
-            f"| {part.title} | `{part.command}` | {len(runs[part.name])} | {done} | {link} |"
+            f"| {part.title} | {code(part.command)} | {len(runs[part.name])} | {done} | {link} |"
         )
     lines.append("")
 
     lines += ["## Model summaries (Figs. 1-3)", ""]
-    lines += _summary(_first(runs[mnist.name], model="net_1"), "net_1")
-    lines += _summary(_first(runs[mnist.name], model="net_2"), "net_2")
+    lines += _summary(_first(runs[mnist.name], model="net_1"), "net_1", mnist)
+    lines += _summary(_first(runs[mnist.name], model="net_2"), "net_2", mnist)
     cifar_run = _first(runs[cifar10.name])
-    lines += _summary(cifar_run, "net_1")
+    lines += _summary(cifar_run, "net_1", cifar10)
 
     lines += ["## CIFAR-10 training log (Fig. 4)", ""]
-    if cifar_run is not None and cifar_run.history:
+    if cifar10.skipped:
+        lines += [f"*{cifar10.title}: {_skipped(cifar10)}.*", ""]
+    elif cifar_run is not None and cifar_run.history:
         epochs = cifar_run.record.get("max_epochs")
         lines += ["```text", *keras_log(cifar_run.history, epochs), "```", ""]
     else:
@@ -102,7 +117,9 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
     lines += ["## Loss (Fig. 5) and accuracy (Fig. 6) per epoch, training and validation", ""]
     for part in (models, mnist):
         lines += _figure(part, "curves", "loss and accuracy per epoch", folder)
-    if cifar_run is not None and (cifar_run.folder / CURVES_FILE).is_file():
+    if cifar10.skipped:
+        lines += [f"*{cifar10.title}: {_skipped(cifar10)}.*", ""]
+    elif cifar_run is not None and (cifar_run.folder / CURVES_FILE).is_file():
         lines += _figure_file(cifar_run.folder / CURVES_FILE, "CIFAR-10, net_1", folder)
 
     lines += ["## Training time per model (Fig. 7)", ""]
@@ -117,7 +134,9 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
 
     lines += ["## The best model: test confusion matrix and accuracy (Figs. 10-11)", ""]
     best = _best(runs[models.name])
-    if best is None:
+    if models.skipped:
+        lines += [f"*{models.title}: {_skipped(models)}, so there is no best model.*", ""]
+    elif best is None:
         lines += ["*No model of A-F completed, so there is no best model.*", ""]
     else:
         lines += [
@@ -137,7 +156,12 @@ def build_study_report(folder: Path, mnist: Part, cifar10: Part, models: Part) -
 
     lines += ["## Every run", ""]
     for part in parts:
-        lines += [f"### {part.title}", "", runs_table(runs[part.name], folder), ""]
+        table = (
+            f"*{_skipped(part).capitalize()}.*"
+            if part.skipped
+            else runs_table(runs[part.name], folder)
+        )
+        lines += [f"### {part.title}", "", table, ""]
     path = folder / STUDY_REPORT
     path.write_text("\n".join(lines))
     return path
