@@ -5,7 +5,8 @@ Torch-free, so the sweep report and the entry points can import it cheaply.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: Exit codes: a user error, a diverged run; an interrupted run exits with 128 + the signal.
@@ -70,3 +71,18 @@ def check_value(key: str, value: Any, ok: Callable[[Any], bool], allowed: str) -
         valid = False
     if not valid:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def closest_names(name: str, valid: Iterable[str], count: int = 3) -> list[str]:
+    """The valid names closest to a mistyped `name` (difflib), closest first, only those
+    nearly as close as the closest; [] if none is close."""
+    names = sorted({str(v) for v in valid})
+    close = difflib.get_close_matches(name, names, n=count, cutoff=0.6)
+    score = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+    return [c for c, s in zip(close, score, strict=True) if s >= score[0] - 0.05]
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`: did you mean a or b?` for the valid names closest to `name`, '' when none is close."""
+    close = closest_names(name, valid)
+    return f": did you mean {' or '.join(close)}?" if close else ""

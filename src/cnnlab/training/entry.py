@@ -34,6 +34,7 @@ from cnnlab.process_setup import set_up_process
 from cnnlab.results.record import RunRecord
 from cnnlab.scale.sweeps import clear_attempt, fail_fast_marker, job_state, stop_marker, swept_keys
 from cnnlab.training.interruption import stop_on_signals
+from cnnlab.training.known_keys import composition_problem
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,29 @@ def launch_problem(conf: Path, argv: Sequence[str], config_name: str = "train") 
     if "path" in flags:  # as Hydra reads it: relative to the script
         given = Path(flags["path"])
         config_dir = given if given.is_absolute() else Path(argv[0]).resolve().parent / given
+    name = flags.get("name", config_name)
     try:
-        cfg = _compose(config_dir, flags.get("name", config_name), _first_job(overrides))
-    except Exception:  # an unknown option or key: Hydra says so itself
-        return None
+        cfg = _compose(config_dir, name, _first_job(overrides))
+    except Exception as err:  # an unknown option or key: the names meant, or Hydra's own words
+        return _composition_problem(err, config_dir, name, overrides)
     try:
         return _interpolation_problem(cfg) or _output_folder_problem(cfg, overrides, multirun)
     finally:
         HydraConfig.instance().cfg = None  # Hydra sets its own when it starts
+
+
+def _composition_problem(
+    err: Exception, config_dir: Path, config_name: str, overrides: Sequence[str]
+) -> str | None:
+    """An unknown key or option as one line naming the closest valid ones (None: Hydra's
+    own message stands)."""
+    try:
+        first = _first_job(overrides)
+        return composition_problem(err, first, lambda o: _compose(config_dir, config_name, o))
+    except Exception:
+        return None
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def _first_job(overrides: Sequence[str]) -> list[str]:
