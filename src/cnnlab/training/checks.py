@@ -24,8 +24,8 @@ from cnnlab.models.loading import read_checkpoint
 from cnnlab.results.record import MONITOR_METRICS, MONITOR_MODES
 from cnnlab.speed.cuda_graph import CUDA_GRAPH_CHOICES
 from cnnlab.speed.layout import CHANNELS_LAST_CHOICES
-from cnnlab.training.known_keys import check_known_arguments
 from cnnlab.training.extras import run_tags
+from cnnlab.training.known_keys import check_known_arguments
 
 log = logging.getLogger(__name__)
 
