@@ -73,12 +73,32 @@ def test_a_run_leaves_config_checkpoints_events_and_metrics(trained_run: Path) -
     assert Path(metrics["best"]["checkpoint"]).is_file()
     assert metrics["best"]["val/acc"] == max(e["val/acc"] for e in metrics["history"])
     assert metrics["history"][-1]["train/loss"] < metrics["history"][0]["train/loss"]
-    events = EventAccumulator(str(trained_run / "tensorboard"))
+    assert list(trained_run.glob("events.out.tfevents.*")), "no TensorBoard events in the run"
+
+
+def test_tensorboard_draws_loss_and_accuracy_against_the_epoch(trained_run: Path) -> None:
+    """The curves are named metric first (TensorBoard opens the groups `accuracy` and `loss`)
+    and drawn at steps 0, 1 (the epochs), with no `epoch`, `hparams/*` or `hp_metric` chart;
+    the events sit in the run folder itself, so TensorBoard names the run by its folder."""
+    events = EventAccumulator(str(trained_run), size_guidance={})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc"} <= tags
-    assert {"hparams/val_acc_best", "hparams/test_acc", "hparams/train_time_s"} <= tags
-    assert "hp_metric" not in tags
+    curves = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/val_best"}
+    assert curves | {"lr", "time/epoch_s", "test/acc", "test/loss", "time/train_s"} <= tags
+    assert not [t for t in tags if t in ("epoch", "hp_metric") or t.startswith("hparams/")]
+    assert not [t for t in tags if t.startswith(("train/", "val/", "lr-"))]
+    for tag in [*curves, "lr", "time/epoch_s"]:
+        assert [e.step for e in events.Scalars(tag)] == [0, 1], tag
+    history = json.loads((trained_run / "metrics.json").read_text())["history"]
+    assert [e.value for e in events.Scalars("loss/val")] == pytest.approx(
+        [epoch["val/loss"] for epoch in history]
+    )
+    assert set(events.Tags()["images"]) == {
+        f"normalised_confusion/{split}" for split in ("train", "val", "test")
+    }
+    assert (
+        not (trained_run / "tensorboard").exists() and not (trained_run / "hparams.yaml").exists()
+    )
 
 
 def test_evaluate_reproduces_the_runs_test_accuracy(
@@ -124,9 +144,9 @@ def test_three_optimizer_sweep_makes_one_folder_per_optimizer(
         assert metrics["choices"]["optimizer"] == optimizer
         assert metrics["optimizer"]["_target_"].lower().endswith(optimizer)
         assert (job / ".hydra" / "config.yaml").is_file()
-        hparams = _summary_tags(job / "tensorboard", plugin="hparams")
+        hparams = _summary_tags(job, plugin="hparams")
         assert "_hparams_/session_start_info" in hparams  # one HPARAMS row per job
-        names, values = _hparams(job / "tensorboard")
+        names, values = _hparams(job)
         # No experiment summary per run: TensorBoard builds the sweep's from all its runs and
         # lists first what differs between them (the optimizer here).
         assert names == [] and values["optimizer"] == optimizer

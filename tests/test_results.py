@@ -233,12 +233,13 @@ def test_test_matrix_equals_a_direct_count_of_the_checkpoints_predictions(
 
 
 def test_tensorboard_shows_the_curves_and_the_confusion_matrices(sweep: dict[str, Any]) -> None:
-    events = EventAccumulator(str(_completed(sweep)[0] / "tensorboard"), size_guidance={})
+    events = EventAccumulator(str(_completed(sweep)[0]), size_guidance={})
     events.Reload()
     images = set(events.Tags()["images"])
-    assert {"curves", "confusion/train", "confusion/val", "confusion/test"} <= images
-    assert "time/train_s" in events.Tags()["scalars"]
-    assert events.Images("confusion/test")[0].encoded_image_string[:8] == PNG_SIGNATURE
+    assert {f"normalised_confusion/{split}" for split in ("train", "val", "test")} == images
+    assert {"loss/train", "accuracy/val", "time/train_s"} <= set(events.Tags()["scalars"])
+    matrix = events.Images("normalised_confusion/test")[0].encoded_image_string
+    assert matrix[:8] == PNG_SIGNATURE
 
 
 # -- the report builder on a synthetic sweep folder ------------------------------------------------
@@ -258,7 +259,9 @@ def test_best_run_is_chosen_by_validation_never_by_test(
     copies = []
     for job in _completed(sweep):
         copy = folder / job.name
-        shutil.copytree(job, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+        shutil.copytree(
+            job, copy, ignore=shutil.ignore_patterns("checkpoints", "events.out.tfevents.*")
+        )
         copies.append(copy)
     _edit(copies[0], val_acc=0.95, test_acc=0.50)
     _edit(copies[1], val_acc=0.90, test_acc=0.99)
@@ -300,7 +303,7 @@ def test_best_run_is_chosen_by_validation_never_by_test(
 def test_a_single_run_folder_gets_its_own_report(sweep: dict[str, Any], tmp_path: Path) -> None:
     run = tmp_path / "run"
     job = _completed(sweep)[1]
-    shutil.copytree(job, run, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    shutil.copytree(job, run, ignore=shutil.ignore_patterns("checkpoints", "events.out.tfevents.*"))
     report = build_report(run)
     assert [r.folder for r in report.runs] == [run] and report.groups[0].best.folder == run
     assert _table(report.path.read_text())["run"]["status"] == "completed"

@@ -115,6 +115,8 @@ def clear_attempt(output_dir: Path) -> None:
     events (which would mix with the new ones); its record is rewritten by the new run."""
     for name in ("checkpoints", "tensorboard", "csv"):
         shutil.rmtree(output_dir / name, ignore_errors=True)
+    for events in output_dir.glob("events.out.tfevents.*"):  # TensorBoard's, in the folder
+        events.unlink(missing_ok=True)
 
 
 def fail_fast_marker(cfg: DictConfig) -> Path | None:

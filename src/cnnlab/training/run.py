@@ -201,7 +201,7 @@ def finish(record: RunRecord, cfg: DictConfig, run: TrainingRun) -> None:
     if record.writes:
         figures = draw_run_figures(output_dir, summary, matrices)
         log_figures(run.loggers, figures, summary["time"], int(summary["steps"]))
-        log_hparams(run.loggers, cfg, summary["choices"], summary, swept_in_this_sweep())
+        log_hparams(run.loggers, cfg, summary["choices"], swept_in_this_sweep())
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
