@@ -50,7 +50,11 @@ def test_an_added_key_its_object_does_not_take_names_the_one_meant(
             ["trainer.max_epoch=2"],
             "trainer.max_epoch is not a config key: did you mean trainer.max_epochs?",
         ),
-        (["optimizer=adamm"], "optimizer=adamm: optimizer has no option adamm: did you mean adam?"),
+        (
+            ["optimizer=adamm"],
+            "optimizer=adamm: optimizer has no option adamm: did you mean adam? (its options: "
+            "adadelta, adadelta_keras, adagrad, adagrad_keras, adam, adam_keras, sgd)",
+        ),
         (
             ["trainer.barebones=true"],
             "trainer.barebones is not in the config yet: add it with +trainer.barebones=true",

@@ -278,7 +278,7 @@ def test_a_lightning_misconfiguration_is_a_user_error() -> None:
         (["paths.log_dir={file}/below"], "as {file} is a file, not a folder. Fix: point paths."),
         (["hydra.run.dir={file}/run"], "hydra.run.dir={file}/run: the run folder {file}/run "),
         (["-m", "seed=1,2", "paths.log_dir={file}"], "the sweep folder {file}/train/multiruns/"),
-        (["optimizer=adamm", "paths.log_dir={file}"], None),  # Hydra lists the options
+        (["optimizer=adamm", "paths.log_dir={file}"], "did you mean adam? (its options: "),
         (["--cfg", "job", "run_label=${oc.env:CNNLAB_NOT_SET}"], None),  # no run
         (["paths.log_dir={tmp}"], None),
     ],

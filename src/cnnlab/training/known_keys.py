@@ -88,11 +88,9 @@ def composition_problem(
         group, option = found[1], found[2]
         options = re.findall(r"^\t(\S+)$", text.split("Available options", 1)[-1], re.M)
         if options and "Available options" in text:
+            meant = did_you_mean(option, options)
             listed = f" (its options: {', '.join(options)})"
-            return (
-                f"{group}={option}: {group} has no option {option}"
-                f"{did_you_mean(option, options) or listed}"
-            )
+            return f"{group}={option}: {group} has no option {option}{meant}{listed}"
     return None
 
 
