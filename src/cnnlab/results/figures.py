@@ -25,6 +25,13 @@ from cnnlab.results.text import figure_text
 
 History = Sequence[Mapping[str, Any]]
 
+# One line style for every figure of curves: training dashed, validation solid, both with
+# markers, so that a series of one epoch still shows its point.
+SPLIT_STYLES: dict[str, dict[str, str]] = {
+    "train": {"linestyle": "--", "marker": "s"},
+    "val": {"linestyle": "-", "marker": "o"},
+}
+
 
 def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), layout="constrained")
@@ -68,17 +75,17 @@ def _series(history: History, key: str) -> tuple[list[int], list[float]]:
 
 
 def curves_figure(history: History, title: str = "") -> Figure:
-    """Two panels, loss and accuracy: train versus validation per epoch."""
+    """Two panels, loss and accuracy: training (dashed) versus validation (solid) per epoch."""
     figure = new_figure(10, 4)
     for ax, metric, label in zip(
         figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True
     ):
-        for split, style in (("train", "o-"), ("val", "s--")):
+        for split, style in SPLIT_STYLES.items():
             epochs, values = _series(history, f"{split}/{metric}")
-            ax.plot(epochs, values, style, label=f"{split} {label}")
+            ax.plot(epochs, values, **style, label=f"{split} {label}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(label.capitalize())
+        ax.set_title(f"{label.capitalize()}: training (dashed) and validation (solid)")
         ax.grid(alpha=0.3)
         ax.legend()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -170,12 +177,12 @@ def sweep_curves_figure(runs: Sequence[tuple[str, History]]) -> Figure:
         figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True
     ):
         for colour, (run_label, history) in zip(colours, runs, strict=True):
-            for split, style in (("train", "--"), ("val", "o-")):
+            for split, style in SPLIT_STYLES.items():
                 epochs, values = _series(history, f"{split}/{metric}")
                 which = "training" if split == "train" else "validation"
                 name = f"{wrap_label(run_label, 45)} ({which})"
                 name = f" {name}" if name.startswith("_") else name  # `_x` would be hidden
-                ax.plot(epochs, values, style, color=colour, markersize=3, label=name)
+                ax.plot(epochs, values, **style, color=colour, markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label.capitalize()}: training (dashed) and validation (solid)")
