@@ -26,7 +26,7 @@ def test_tags_put_loss_and_accuracy_first_and_one_learning_rate_for_every_optimi
     assert [dashboard_tag(t) for t in ("train/acc", "val/loss", "val/acc_best")] == [
         "accuracy/train",
         "loss/val",
-        "accuracy/val_best",
+        "val/acc_best",  # a running maximum: not a third chart on the first screen
     ]
     assert [dashboard_tag(t) for t in ("lr-Adadelta", "lr-Adam/pg2", "lr-Adam-momentum")] == [
         "lr",

@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 
 
 # The per-epoch curves, metric first: the groups `accuracy` and `loss` sort before every other
-# group, so they are the two TensorBoard opens. metrics.json and the CSV keep the logged names.
+# group, so they are the two TensorBoard opens, two charts each (`val/acc_best`, a running
+# maximum, stays in `val`). metrics.json and the CSV keep the logged names.
 CURVE_TAGS = {
     "train/acc": "accuracy/train",
     "val/acc": "accuracy/val",
-    "val/acc_best": "accuracy/val_best",
     "train/loss": "loss/train",
     "val/loss": "loss/val",
 }
@@ -192,7 +192,7 @@ def log_hparams(
     TensorBoard then builds the sweep's experiment from all its runs, notices which
     hyperparameters differ between them, and lists (and ticks) those first. Given one run's
     experiment summary it would show that run's hyperparameters alone, alphabetically. Its
-    metrics are the run's scalars, each at its last value: `accuracy/val_best`, `test/acc`,
+    metrics are the run's scalars, each at its last value: `val/acc_best`, `test/acc`,
     `test/loss`, `time/train_s`, the final epoch's curves.
     """
     try:
