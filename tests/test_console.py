@@ -105,7 +105,7 @@ def test_the_closing_table_marks_the_best_job_by_the_monitor() -> None:
         ),
         _run("2_optimizer=adagrad", "failed", error="lr=-1"),
     ]
-    lines = jobs_table(runs, missing=[3]).splitlines()
+    lines = jobs_table(runs, missing=["job 3 (optimizer=sgd)"]).splitlines()
     assert lines[0].split() == ["job", "status", "best", "val/acc", "test", "acc", "train", "time"]
     assert lines[1].split() == [
         "0_optimizer=adadelta",
@@ -125,7 +125,7 @@ def test_the_closing_table_marks_the_best_job_by_the_monitor() -> None:
         "s",
     ]
     assert lines[3].split() == ["2_optimizer=adagrad", "failed", "-", "-", "-"]
-    assert lines[4].split() == ["job", "3", "missing", "-", "-", "-"]
+    assert lines[4].split() == ["job", "3", "(optimizer=sgd)", "missing", "-", "-", "-"]
     assert lines[5] == "* best by validation accuracy: 1_optimizer=adam"
     assert len({line.index("completed") for line in lines[1:3]}) == 1  # columns line up
 
@@ -144,18 +144,25 @@ def test_the_sweep_ends_with_its_table_and_one_report_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sweep = tmp_path / "sweep"
-    for name, val_acc in (("0_optimizer=adam", 0.5), ("1_optimizer=adagrad", 0.75)):
+    jobs = {"0_optimizer=adam": 0.5, "1_optimizer=adagrad": 0.75, "2_optimizer=sgd": None}
+    for name, val_acc in jobs.items():
         (sweep / name / ".hydra").mkdir(parents=True)
         (sweep / name / ".hydra" / "config.yaml").write_text("model: {}\n")
         record = {"status": "completed", "best": {"val/acc": val_acc}, "time": {"train_s": 1.0}}
+        if val_acc is None:
+            record = {"status": "failed", "error": "ConfigError: optimizer.lr=-1 is invalid"}
         (sweep / name / "metrics.json").write_text(json.dumps(record))
-    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-    out = capsys.readouterr().out
-    assert out.count("Sweep report:") == 1 and out.rstrip().splitlines()[-1].startswith(
+    with pytest.raises(SystemExit):  # a job failed: the sweep's exit says so
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    said = capsys.readouterr()
+    assert said.out.count("Sweep report:") == 1 and said.out.rstrip().splitlines()[-1].startswith(
         "Sweep report: "
     )
-    assert "* 1_optimizer=adagrad  completed" in out
-    assert "* best by validation accuracy: 1_optimizer=adagrad" in out
+    assert "* 1_optimizer=adagrad  completed" in said.out
+    assert "  2_optimizer=sgd      failed" in said.out
+    assert "* best by validation accuracy: 1_optimizer=adagrad" in said.out
+    # The jobs that did not complete are said once, on stderr.
+    assert "did not complete" not in said.out and said.err.count("optimizer.lr=-1 is invalid") == 1
 
 
 @pytest.fixture

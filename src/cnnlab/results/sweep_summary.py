@@ -3,7 +3,6 @@ marked, then its verdict on the jobs."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 from collections.abc import Sequence
@@ -19,8 +18,6 @@ from cnnlab.results.record import COMPLETED, job_order, read_checked, record_pro
 from cnnlab.results.report import ReportStopped, report_after_sweep
 from cnnlab.results.runs import UNREADABLE, Run, best_run, find_runs
 from cnnlab.results.text import plain
-
-log = logging.getLogger(__name__)
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
@@ -44,7 +41,7 @@ def jobs_not_completed(sweep_dir: Path) -> list[str]:
     return failed
 
 
-def jobs_table(runs: list[Run], missing: Sequence[int] = ()) -> str:
+def jobs_table(runs: list[Run], missing: Sequence[str] = ()) -> str:
     """The sweep's closing table, one row per job: status, best value of the monitored
     metric, test accuracy and training time; the best job (`best_run`, as the report
     chooses it) marked `*`."""
@@ -61,7 +58,7 @@ def jobs_table(runs: list[Run], missing: Sequence[int] = ()) -> str:
         ]
         for run in runs
     ]
-    rows += [[f"job {n}", "missing", "-", "-", "-"] for n in missing]
+    rows += [[plain(name), "missing", "-", "-", "-"] for name in missing]  # `job 2 (...)`
     marks = ["*" if run is best else " " for run in runs] + [" "] * len(missing)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -108,7 +105,8 @@ class SweepSummary(Callback):
             print(f"Error: {plain(stop.message)}", file=sys.stderr)
             sys.exit(stop.exit_code)
         if report is not None:
-            runs, missing = report.runs, [n for g in report.groups for n in g.missing]
+            runs = report.runs
+            missing = [g.job_name(n) for g in report.groups for n in g.missing]
         else:
             runs, missing = _runs_without_report(sweep_dir), []
         if runs or missing:
@@ -124,8 +122,6 @@ class SweepSummary(Callback):
             )
         failed = [plain(line) for line in jobs_not_completed(sweep_dir)]
         if failed:
-            log.error("%d job(s) of %s did not complete:\n  %s", len(failed), sweep_dir,
-                      "\n  ".join(failed))  # fmt: skip
             print(f"Error: {len(failed)} job(s) of the sweep did not complete:", file=sys.stderr)
             for line in failed:
                 print(f"  {line}", file=sys.stderr)
