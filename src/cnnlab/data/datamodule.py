@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cnnlab.assignment import normalize_tensor
+from cnnlab.data.cache import read_cached_splits, source_key, write_cached_splits
 from cnnlab.data.checks import (
     check_published_md5,
     find_misplaced,
@@ -297,6 +298,25 @@ class ImageDataModule(pl.LightningDataModule):
             )
         return images.contiguous(), labels.to(torch.int64)
 
+    def _official_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The official train and test splits: parsed from the raw files once, then read from
+        the cache beside them while those files are unchanged (`cnnlab.data.cache`)."""
+        md5_checked = self.verify_md5 and bool(self.published_md5)
+        try:
+            folder = self.raw_dir
+            key = source_key(folder, self.expected_files())
+        except NotImplementedError:  # a datamodule of your own that names no files
+            folder, key = Path(), None
+        if key is not None:
+            shape, classes = self.sample_shape, self.num_classes
+            if cached := read_cached_splits(folder, key, shape, classes, md5_checked):
+                return cached
+        if self.verify_md5:
+            check_published_md5(self.name, self.raw_dir, self.published_md5)
+        splits = {"train": self._load(train=True), "test": self._load(train=False)}
+        write_cached_splits(folder, key, splits, md5_checked)
+        return splits
+
     # -- splits ----------------------------------------------------------------------------
     def split_indices(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(train, validation) indices into the official training split.
@@ -320,9 +340,8 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits:
             return
         self.prepare_data()  # idempotent; makes `setup` usable outside a Trainer
-        if self.verify_md5:
-            check_published_md5(self.name, self.raw_dir, self.published_md5)
-        images, labels = self._load(train=True)
+        official = self._official_splits()
+        images, labels = official["train"]
         train_idx, val_idx = self.split_indices(len(labels))
         if self.batch_size > len(train_idx):
             raise ConfigError(
@@ -332,7 +351,7 @@ class ImageDataModule(pl.LightningDataModule):
             )
         self.splits["train"] = (images[train_idx], labels[train_idx])
         self.splits["val"] = (images[val_idx], labels[val_idx])
-        self.splits["test"] = self._load(train=False)
+        self.splits["test"] = official["test"]
         device = self.storage_device()
         if device.type != "cpu":
             # The whole dataset lives on the accelerator as uint8; batches are gathered there.
