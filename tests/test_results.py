@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from matplotlib.image import imread
 from matplotlib.text import Text
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +38,7 @@ from cnnlab.results.figures import (
     to_rgb,
 )
 from cnnlab.results.report import build_report, rebuild_command
-from cnnlab.results.sweep_summary import SweepSummary
+from cnnlab.results.sweep_summary import SweepSummary, jobs_table
 from cnnlab.results.text import PlainLogText
 from cnnlab.scale.sweeps import job_dir_name
 from cnnlab.training import dashboard
@@ -696,3 +697,30 @@ def test_a_report_figure_that_fails_is_named_and_the_rest_still_comes(
     section = _section(report.path.read_text(), "Training time per run")
     assert "*Figure not drawn: ValueError: cannot draw &lt;this&gt;*" in section
     assert set(report.groups[0].figures) == {"curves"} and report.problems == []
+
+
+def test_a_missing_job_is_named_by_what_it_varies_as_hydra_launched_it(tmp_path: Path) -> None:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from cnnlab.results.multirun import expected_job_labels, parse_overrides
+
+    sweep = tmp_path / "sweep"
+    task = ["optimizer=adam,adagrad", "model=net_1,net_2", f"paths.data_dir={tmp_path}"]
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"task": task, "hydra": []}, "sweeper": {}}})
+    )
+    labels = expected_job_labels(sweep)
+    (launched,) = BasicSweeper.split_arguments(parse_overrides(task), None)  # Hydra's order
+    assert labels == [",".join(job[:2]) for job in launched]
+    assert labels[2] == "optimizer=adagrad,model=net_1"
+    for number, label in enumerate(labels):
+        if number != 2:
+            _write_run(sweep / f"{number}_{label}", _completed_record(0.5 + number / 100))
+
+    report = build_report(sweep)
+    assert report.problems == ["job 2 (optimizer=adagrad,model=net_1) has no folder"]
+    assert "| job 2 (optimizer=adagrad,model=net_1) | missing |" in report.path.read_text()
+    (group,) = report.groups  # as the sweep's closing table names it
+    table = jobs_table(report.runs, [group.job_name(n) for n in group.missing])
+    assert table.splitlines()[-2].split()[:3] == ["job", "2", "(optimizer=adagrad,model=net_1)"]

@@ -199,11 +199,12 @@ def test_a_report_names_missing_and_unreadable_jobs_and_fails(
     shutil.rmtree(sweep / "2_seed=3")
     report = run_cli("report.py", str(sweep))
     assert report.returncode == 1
-    assert "incomplete: job 2 has no folder; 1_seed=2: its metrics.json cannot be read" in (
-        report.stderr
+    assert (
+        "incomplete: job 2 (seed=3) has no folder; 1_seed=2: its metrics.json cannot be read"
+        in (report.stderr)
     )
     text = (sweep / "report.md").read_text()
-    assert text.count("**Incomplete:**") == 1 and "| job 2 | missing |" in text
+    assert text.count("**Incomplete:**") == 1 and "| job 2 (seed=3) | missing |" in text
     assert "**optimizer" not in text and "**seed=1**" in text  # the best of what is complete
 
 

@@ -122,7 +122,9 @@ def render_group(group: Group, base: Path, level: int) -> list[str]:
             f"| {cell(relative(r.folder, base))} | {cell(r.status)} | {cell(r.reason)} |"
             for r in failed
         ]
-        lines += [f"| job {n} | missing | its folder is gone |" for n in group.missing]
+        lines += [
+            f"| {cell(group.job_name(n))} | missing | its folder is gone |" for n in group.missing
+        ]
     else:
         lines.append("None: every run completed.")
     lines.append("")

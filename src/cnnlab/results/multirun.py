@@ -1,15 +1,18 @@
-"""A sweep's `multirun.yaml` read as data: the overrides its command gave, and how many jobs
-it launches. Both the report (missing jobs) and a resumed sweep (`cnnlab.scale.sweeps`) read it.
+"""A sweep's `multirun.yaml` read as data: the overrides its command gave, and the jobs it
+launches and what each varies. Both the report (missing jobs, named by what they vary) and a
+resumed sweep (`cnnlab.scale.sweeps`) read it.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from cnnlab.config import is_location_key
 from cnnlab.errors import CnnlabError
 from cnnlab.file_names import MULTIRUN_FILE
 
@@ -37,22 +40,37 @@ def saved_overrides(sweep_dir: Path) -> dict[str, list[str]]:
     return lists
 
 
-def expected_jobs(sweep_dir: Path) -> int | None:
-    """How many jobs a basic sweep launches, from its `multirun.yaml` (the product of its sweep
-    overrides' lengths); None when that cannot be known (no file, or a search like Optuna's)."""
+def expected_job_labels(sweep_dir: Path) -> list[str] | None:
+    """What each job of a basic sweep varies, `optimizer=adam` (`""` when nothing does), job n
+    at index n, read from `multirun.yaml` as plain YAML and expanded as Hydra's basic sweeper
+    does: the sweeper's params, then the command's overrides, a later value of a key replacing
+    an earlier one in its place, the first key varying slowest. None when it cannot be known
+    (no file, a search like Optuna's, a value that is not plain)."""
     saved = sweep_dir / MULTIRUN_FILE
     if not saved.is_file():
         return None
     try:
         params = (yaml.safe_load(saved.read_text())["hydra"].get("sweeper") or {}).get("params")
+        if not all(isinstance(v, str | int | float | bool) for v in (params or {}).values()):
+            return None
         overrides = [
-            *saved_overrides(sweep_dir)["task"],
             *(f"{k}={v}" for k, v in (params or {}).items()),
+            *saved_overrides(sweep_dir)["task"],
         ]
-        count = 1
+        values: dict[str, list[str]] = {}
         for override in parse_overrides(overrides):
-            if override.is_sweep_override():
-                count *= len(list(override.sweep_string_iterator()))
-    except Exception:  # an interval or a damaged file: the count is unknown
+            key = override.key_or_group
+            if not override.is_sweep_override():
+                values[key] = []  # one value: it varies nothing
+            elif override.is_discrete_sweep():
+                values[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+            else:
+                return None  # an interval: a search, not a list of jobs
+    except Exception:  # a damaged file: the jobs are unknown
         return None
-    return count
+    swept = [v for v in values.values() if v]
+    # Labelled as the job folders are: location keys (paths, folders) tell no job apart.
+    return [
+        ",".join(part for part in job if not is_location_key(part.split("=", 1)[0]))
+        for job in itertools.product(*swept)
+    ]

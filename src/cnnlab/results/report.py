@@ -34,7 +34,7 @@ from cnnlab.results.figures import (
     times_figure,
 )
 from cnnlab.results.markdown import fmt, relative, render_group
-from cnnlab.results.multirun import expected_jobs
+from cnnlab.results.multirun import expected_job_labels
 from cnnlab.results.record import job_order, write_text_atomic
 from cnnlab.results.runs import Group, Run, find_runs, label_runs
 from cnnlab.results.text import code, markdown, plain
@@ -133,9 +133,10 @@ def build_report(folder: Path) -> Report:
         label_runs(members)
         slug = f"{relative(parent, folder).replace('/', '__')}_" if several else ""
         group = Group(parent, members, folder / f"{FIGURE_PREFIX}{slug}")
-        if (count := expected_jobs(parent)) is not None:
+        if (labels := expected_job_labels(parent)) is not None:
             numbers = {job_order(run.folder)[0] for run in members}
-            group.missing = [n for n in range(count) if n not in numbers]
+            group.missing = [n for n in range(len(labels)) if n not in numbers]
+            group.job_labels = labels
         draw_group_figures(group)
         groups.append(group)
 

@@ -112,11 +112,18 @@ class Group:
     figures: dict[str, Path] = field(default_factory=dict)
     figure_errors: dict[str, str] = field(default_factory=dict)  # figures that could not be drawn
     missing: list[int] = field(default_factory=list)  # sweep jobs without a run folder
+    # What each job of the sweep varies, by job number (`optimizer=adam`), from multirun.yaml.
+    job_labels: list[str] = field(default_factory=list)
+
+    def job_name(self, number: int) -> str:
+        """`job 2 (optimizer=adagrad)`: a job by its number and what it varies."""
+        label = self.job_labels[number] if number < len(self.job_labels) else ""
+        return f"job {number} ({label})" if label else f"job {number}"
 
     @property
     def problems(self) -> list[str]:
         """What keeps this group's results from being whole: missing and unreadable jobs."""
-        gone = [f"job {n} has no folder" for n in self.missing]
+        gone = [f"{self.job_name(n)} has no folder" for n in self.missing]
         unreadable = [f"{r.name}: {r.reason}" for r in self.runs if r.status == UNREADABLE]
         return (
             gone
