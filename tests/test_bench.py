@@ -305,3 +305,45 @@ def test_keras_table_gives_the_ratios_to_keras_and_the_share_kept_under_load() -
     assert (
         "| quiet | cache-resident subset | 9,600 | 1300 | 1300 | 1430 | 1.00 | 1.10 | 2 |" in page
     )
+
+
+# -- a run's fixed cost (make bench-sweep) ----------------------------------------------------
+
+
+def test_the_sweep_table_states_the_fixed_cost_against_the_imports() -> None:
+    from cnnlab_bench.sweep import format_sweep_table
+
+    result = {
+        "overrides": ["data=fashion_mnist"],
+        "wall_s": {"default": [10.0, 12.0], "basic": [20.0, 22.0]},
+        "median_s": {"default": 11.0, "basic": 21.0},
+        "ratio": 11.0 / 21.0,
+        "one_job_alone_s": None,
+        "largest_metric_difference": 0.0,
+        "fixed_cost": {
+            "command": "python src/train.py data=fashion_mnist trainer.max_epochs=1",
+            "wall_s": {"one_batch_run": [5.0, 5.5, 6.0], "imports": [4.0, 4.2, 4.4]},
+            "median_s": {"one_batch_run": 5.5, "imports": 4.2},
+            "ratio": 5.5 / 4.2,
+            "outside_training_s": 5.25,
+        },
+    }
+    lines = format_sweep_table(result).splitlines()
+    assert "one_batch_run            5.00, 5.50, 6.00      5.50" in lines
+    assert lines[-1] == (
+        'one-batch run / `python -c "import torch, pytorch_lightning"`: 1.310; the run\'s wall '
+        "time outside its training batches: 5.25 s"
+    )
+
+
+@pytest.mark.slow
+def test_the_fixed_cost_is_measured_on_a_one_batch_run(synthetic_data_dir: Path) -> None:
+    from cnnlab_bench.sweep import measure_fixed_cost
+
+    fixed = measure_fixed_cost(
+        ROOT / "src" / "train.py", [f"paths.data_dir={synthetic_data_dir}", "seed=1"], reps=1
+    )
+    assert "trainer.limit_train_batches=1" in fixed["command"] and "seed=1" not in fixed["command"]
+    runs, imports = fixed["median_s"]["one_batch_run"], fixed["median_s"]["imports"]
+    assert fixed["ratio"] == pytest.approx(runs / imports)
+    assert 0 < fixed["outside_training_s"] < runs and imports > 0

@@ -69,12 +69,61 @@ def run_sweep_benchmark(
     }
     return {
         "overrides": overrides,
+        "fixed_cost": measure_fixed_cost(train_script, overrides, reps=max(3, rounds)),
         "wall_s": runs,
         "median_s": medians,
         "ratio": medians["default"] / medians["basic"],
         "one_job_alone_s": alone,
         "metrics": metrics,
         "largest_metric_difference": max(differences.values()) if differences else None,
+    }
+
+
+# A run of one batch of each split: all it costs beyond them is the run's fixed cost.
+ONE_BATCH = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+IMPORTS = "import torch, pytorch_lightning"
+
+
+def _wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def measure_fixed_cost(train_script: Path, overrides: list[str], reps: int = 3) -> dict[str, Any]:
+    """A run's fixed cost: the wall time of a one-batch run (`ONE_BATCH`) against that of
+    `python -c "import torch, pytorch_lightning"` (what any Lightning run pays), alternating
+    so machine noise hits both; and, from the run's own record, its wall time outside the
+    training batches (start, data, validation and test batches, files, figures)."""
+    data = [o for o in overrides if o.startswith(("data", "paths.data_dir"))]
+    runs: dict[str, list[float]] = {"one_batch_run": [], "imports": []}
+    outside_training = []
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-fixed-") as tmp:
+        run = [sys.executable, str(train_script), *data, *ONE_BATCH]
+        _wall([*run, f"paths.log_dir={Path(tmp) / 'warm-up'}"])  # page cache, dataset cache
+        for rep in range(reps):
+            log_dir = Path(tmp) / f"run{rep}"
+            commands = {
+                "one_batch_run": [*run, f"paths.log_dir={log_dir}"],
+                "imports": [sys.executable, "-c", IMPORTS],
+            }
+            for name in commands if rep % 2 == 0 else list(commands)[::-1]:
+                runs[name].append(_wall(commands[name]))
+            record = next(log_dir.glob("train/runs/*/metrics.json"))
+            train_s = json.loads(record.read_text())["time"]["train_batches_s"]
+            outside_training.append(runs["one_batch_run"][-1] - train_s)
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    return {
+        "command": " ".join(["python src/train.py", *data, *ONE_BATCH]),
+        "wall_s": runs,
+        "median_s": medians,
+        "ratio": medians["one_batch_run"] / medians["imports"],
+        "outside_training_s": statistics.median(outside_training),
     }
 
 
@@ -93,4 +142,16 @@ def format_sweep_table(result: dict[str, Any]) -> str:
         "largest difference of a job's best val acc, test acc or test loss between the two: "
         f"{result['largest_metric_difference']:.2e}"
     )
+    if fixed := result.get("fixed_cost"):
+        medians = fixed["median_s"]
+        lines += [
+            f"fixed cost: `{fixed['command']}`",
+            f"{'':10} {'wall s per round':>30} {'median s':>9}",
+            *(
+                f"{name:14} {', '.join(f'{v:.2f}' for v in values):>26} {medians[name]:>9.2f}"
+                for name, values in fixed["wall_s"].items()
+            ),
+            f'one-batch run / `python -c "{IMPORTS}"`: {fixed["ratio"]:.3f}; the run\'s wall '
+            f"time outside its training batches: {fixed['outside_training_s']:.2f} s",
+        ]
     return "\n".join(lines)
