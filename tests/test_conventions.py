@@ -191,11 +191,15 @@ def test_trainer_mps_without_mps_is_one_line_as_trainer_gpu_without_a_gpu(
 
 
 # -- optional loggers ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("logger", "extra"), [("mlflow", "mlflow"), ("wandb", "wandb")])
+@pytest.mark.parametrize(
+    ("logger", "extra", "name_key"), [("mlflow", "mlflow", "run_name"), ("wandb", "wandb", "name")]
+)
 def test_an_optional_logger_without_its_package_names_the_extra(
-    compose_cfg: Callable[..., DictConfig], logger: str, extra: str
+    compose_cfg: Callable[..., DictConfig], logger: str, extra: str, name_key: str
 ) -> None:
     cfg = compose_cfg([f"logger={logger}"])
+    assert cfg.logger[logger][name_key] == "run"  # the run folder's name (tmp_path / "run")
+    assert compose_cfg([f"logger={logger}", "run_label=mine"]).logger[logger][name_key] == "mine"
     with pytest.raises(ConfigError) as info:
         check_optional_loggers(cfg, installed=lambda module: False)
     assert f'pip install -e ".[{extra}]"' in str(info.value) and "\n" not in str(info.value)
@@ -212,11 +216,11 @@ def test_mlflow_logs_into_a_local_store(
     from mlflow.tracking import MlflowClient
 
     cfg = compose_cfg(["logger=mlflow", "tags=[baseline]", "run_label=mine"])
+    (tmp_path / "outputs").mkdir()  # a run's log_dir exists: Hydra made its folder in it
     (logger,) = instantiate_loggers(cfg.logger, run_tags(cfg))
     logger.log_metrics({"val/acc": 0.5}, step=0)
     logger.finalize("success")
-    store = tmp_path / "outputs" / "mlruns"
-    client = MlflowClient(tracking_uri=f"file:{store}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     run = client.get_run(logger.run_id)
     assert run.data.metrics["val/acc"] == 0.5 and run.data.params["tags"] == "['baseline']"
     assert run.info.run_name == "mine"

@@ -39,6 +39,10 @@ def _job_dir(job_num: Any, sweep_dir: Any, run_label: Any = None) -> str:
     return job_dir_name(job_num, sweep_dir, run_label)
 
 
+def _run_name(label: Any, folder: Any) -> str:
+    return str(label) if label else Path(str(folder)).name
+
+
 def _direction(mode: Any) -> str:
     return "minimize" if str(mode) == "min" else "maximize"
 
@@ -54,6 +58,8 @@ def set_up_process(root: Path | None = None) -> None:
     OmegaConf.register_new_resolver("cnnlab_job_dir", _job_dir, replace=True)
     # An Optuna search's direction from monitor.mode (conf/hparams_search/optuna.yaml).
     OmegaConf.register_new_resolver("cnnlab_direction", _direction, replace=True)
+    # A run's name in MLflow and W&B: its run_label, else its folder's name (0_optimizer=adam).
+    OmegaConf.register_new_resolver("cnnlab_run_name", _run_name, replace=True)
     # In-memory tensors need no worker processes; Lightning's hint about workers does not apply.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated pytree API.

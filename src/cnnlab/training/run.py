@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from cnnlab.config import to_plain
 from cnnlab.console import job_label, say
 from cnnlab.data.datamodule import ImageDataModule
+from cnnlab.data.files import folder_lock
 from cnnlab.errors import CnnlabError
 from cnnlab.models.classifier import ImageClassifier
 from cnnlab.results.record import RunRecord
@@ -62,10 +63,22 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
 def instantiate_loggers(cfg: DictConfig | None, tags: Sequence[str] = ()) -> list[Logger]:
     """Every logger configured; each gets the run's `tags` as a hyperparameter (CSV's and
     TensorBoard's hparams.yaml, an MLflow param, W&B's config)."""
-    loggers = [instantiate(conf) for conf in (cfg or {}).values() if conf is not None]
+    loggers = [_instantiate_logger(conf) for conf in (cfg or {}).values() if conf is not None]
     for logger in loggers:
         logger.log_hyperparams({"tags": list(tags)})
     return loggers
+
+
+def _instantiate_logger(conf: DictConfig) -> Logger:
+    """A logger; one whose store is an SQLite file (logger=mlflow) is opened one process at a
+    time, as parallel sweep jobs would otherwise create a new store's tables all at once."""
+    uri = str(conf.get("tracking_uri") or "")
+    if not uri.startswith("sqlite:///"):
+        return instantiate(conf)
+    with folder_lock(Path(uri.removeprefix("sqlite:///")).parent):
+        logger = instantiate(conf)
+        _ = logger.experiment  # creates the store, the experiment and the run
+    return logger
 
 
 @dataclass
