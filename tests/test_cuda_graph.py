@@ -189,6 +189,36 @@ def test_the_graph_steps_plumbing_trains_the_eager_steps_maths(
     assert graph_summary["steps"] == eager_summary["steps"] == 17
 
 
+def _fails_to_capture(step: Callable[[], Any]) -> Any:
+    raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_failed_capture_says_so_once_and_the_run_trains_on_eagerly(
+    compose_cfg: Callable[..., DictConfig],
+    synthetic_data_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    overrides = _run(
+        synthetic_data_dir, "trainer.limit_train_batches=6", "trainer.limit_val_batches=1"
+    )
+    eager = LossRecorder()
+    train(compose_cfg(overrides), [eager])
+    cfg = compose_cfg(overrides)
+    cfg.paths.output_dir += "-graph"
+    step = CudaGraphStep(True, warmup_steps=2, graph_type=_fails_to_capture, require_cuda=False)
+    recorder = LossRecorder()
+    with caplog.at_level(logging.WARNING, logger="cnnlab.speed.cuda_graph"):
+        assert train(cfg, [step, recorder])["status"] == "completed"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cnnlab.speed.cuda_graph"]
+    assert warnings == [
+        "CUDA-graph step off: the capture failed (RuntimeError: operation not permitted when "
+        "stream is capturing); the run steps eagerly"
+    ]
+    assert (step.eager_steps, step.replays) == (6, 0)
+    assert recorder.steps == eager.steps == list(range(1, 7))
+    torch.testing.assert_close(recorder.losses, eager.losses, rtol=1e-6, atol=1e-7)
+
+
 def test_capturable_state_moves_a_resumed_step_count_to_the_parameters_device() -> None:
     param = torch.nn.Parameter(torch.ones(3, device="meta"))  # stands in for a GPU's
     optimizer = torch.optim.Adam([param])

@@ -220,8 +220,7 @@ class CudaGraphStep(pl.Callback):
                 static[0].shape == images.shape and static[1].shape == labels.shape
             )
             if self.graph is None and self.eager_steps >= self.warmup_steps:
-                self._capture(module, images, labels)
-                fits = True
+                fits = self._capture(module, images, labels)
             if not fits:
                 return self._eager_step(module, images, labels)
             return self._replay(module, images, labels)
@@ -234,7 +233,7 @@ class CudaGraphStep(pl.Callback):
         """An ordinary manual-optimization step; after a capture it keeps the graph's
         gradient tensors (zeroed in place), which the graph writes to."""
         optimizer = module.optimizers()
-        on_cuda = images.is_cuda and self.graph is None
+        on_cuda = images.is_cuda and self.eager_steps < self.warmup_steps  # warm-up
         side = torch.cuda.Stream() if on_cuda else None
         if side is not None:
             side.wait_stream(torch.cuda.current_stream())
@@ -251,7 +250,9 @@ class CudaGraphStep(pl.Callback):
 
     def _capture(
         self, module: pl.LightningModule, images: torch.Tensor, labels: torch.Tensor
-    ) -> None:
+    ) -> bool:
+        """Capture the step; False (and eager steps from then on) if this torch, device or
+        module cannot capture it, which the run's log says in one line."""
         optimizer = module.optimizers().optimizer
         self.static = (images.clone(), labels.clone())
         full = self.decision.mode == "full"
@@ -264,8 +265,20 @@ class CudaGraphStep(pl.Callback):
                 optimizer.step()
             return loss.detach(), logits.detach()
 
-        with _autocast_without_cache(images.device.type):
-            self.graph = self.graph_type(step)
+        try:
+            with _autocast_without_cache(images.device.type):
+                self.graph = self.graph_type(step)
+        except (RuntimeError, TypeError, AssertionError) as err:
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            log.warning(
+                "CUDA-graph step off: the capture failed (%s: %s); the run steps eagerly",
+                type(err).__name__,
+                first,
+            )
+            optimizer.zero_grad(set_to_none=True)  # nothing of the capture is kept
+            self.static, self.warmup_steps = None, 2**62  # never again in this run
+            return False
+        return True
 
     def _replay(
         self, module: pl.LightningModule, images: torch.Tensor, labels: torch.Tensor
