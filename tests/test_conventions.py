@@ -67,7 +67,7 @@ def test_tags_reach_the_record_the_loggers_the_dashboard_and_the_report(
 def test_the_config_tree_shows_the_groups_and_what_the_command_changed() -> None:
     tree = config_tree(
         {"data": "mnist", "trainer": "default", "head": None, "hydra": "default"},
-        ["trainer.max_epochs=2", "+trainer.max_time=1h", "seed=7", "data=mnist"],
+        ["trainer.max_epochs=2", "+trainer.max_time=1h", "seed=7", "data=mnist", "x=\x1b[2Jy"],
         "Config",
     )
     assert tree == (
@@ -76,7 +76,8 @@ def test_the_config_tree_shows_the_groups_and_what_the_command_changed() -> None
         "|-- trainer: default\n"
         "|   |-- max_epochs=2\n"
         "|   `-- max_time=1h\n"
-        "`-- seed=7\n"
+        "|-- seed=7\n"
+        "`-- x=[2Jy\n"  # a terminal's escape is shown as text
     )
 
 

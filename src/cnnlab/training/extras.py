@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from cnnlab.errors import ConfigError
+from cnnlab.results.text import plain
 from cnnlab.training.entry import hydra_choices
 
 # Groups that say nothing about the run itself; left out of the tree.
@@ -49,8 +50,9 @@ def config_tree(
     choices: Mapping[str, Any], overrides: Sequence[str], heading: str = "Config"
 ) -> str:
     """The config as a short text tree: each group's chosen option with the values the
-    command line changed in it beneath, then the other changed values. Plain ASCII, so any
-    terminal and log shows it (lightning-hydra-template draws the whole config with rich)."""
+    command line changed in it beneath, then the other changed values. Plain ASCII and no
+    control characters, so any terminal and log shows it as text (lightning-hydra-template
+    draws the whole config with rich)."""
     groups = {
         group: option
         for group, option in choices.items()
@@ -69,7 +71,9 @@ def config_tree(
             under[group].append(override[override.index(key) + len(group) + 1 :])
     items: list[tuple[str, list[str]]] = [(f"{g}: {o}", under[g]) for g, o in groups.items()]
     items += [(override, []) for override in loose]
-    lines = [heading]
+    # Values from the command line are shown as text, never run by the terminal.
+    items = [(plain(item), [plain(child) for child in children]) for item, children in items]
+    lines = [plain(heading)]
     for i, (item, children) in enumerate(items):
         last = i == len(items) - 1
         lines.append(("`-- " if last else "|-- ") + item)
