@@ -7,7 +7,6 @@ config, so they are applied where a run (or an evaluation) starts.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from cnnlab.console import say
 from cnnlab.errors import ConfigError
 from cnnlab.results.text import plain
 from cnnlab.training.entry import hydra_choices
@@ -116,5 +116,5 @@ def apply_extras(cfg: DictConfig) -> None:
         return
     known = hydra_choices()  # the defaults list's order is last-first in Hydra's choices
     choices, overrides = dict(reversed(known["choices"].items())), known["overrides"]
-    sys.stdout.write(config_tree(choices, overrides, heading))  # one write: never interleaved
-    sys.stdout.flush()
+    # One write, labelled with the job when jobs run side by side: never interleaved.
+    say(config_tree(choices, overrides, heading).rstrip("\n"))
