@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cnnlab-installed
 ARGS ?=
 LOGDIR ?= outputs
+TB_PORT ?= 6123
 DIR ?=
 KERAS_VENV ?= .venv-keras
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
@@ -15,7 +16,7 @@ GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 hydra-joblib-launcher==1.2.0
 GPU_SOURCE_WHEELS := antlr4-python3-runtime==4.9.3
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep assignment seed resume report test test-all bench bench-sweep bench-keras gpu-check gpu-bundle docs-figure tensorboard lint format clean
+.PHONY: help install train sweep assignment seed resume report test test-all bench bench-sweep bench-keras gpu-check gpu-bundle docs-figure docs-tensorboard tensorboard lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,6 +89,25 @@ docs-figure: $(STAMP) ## the README's figure: a short optimizer sweep on real Fa
 		trainer.limit_train_batches=300 paths.log_dir=outputs/docs-figure
 	cp "$$(ls -td outputs/docs-figure/train/multiruns/*/ | head -1)report_curves.png" \
 		docs/images/fashion_mnist_optimizers.png
+
+docs-tensorboard: $(STAMP) ## the TensorBoard screenshots in docs/images/, from the newest docs-figure sweep (needs chromium)
+	@command -v chromium >/dev/null || { echo "make docs-tensorboard needs chromium: apt-get install -y chromium" >&2; exit 2; }
+	@sweep="$$(ls -td outputs/docs-figure/train/multiruns/*/ 2>/dev/null | head -1)"; \
+	test -n "$$sweep" || { echo "No sweep under outputs/docs-figure: run make docs-figure first" >&2; exit 2; }; \
+	$(VENV)/bin/tensorboard --logdir "$$sweep" --port $(TB_PORT) >/dev/null 2>&1 & tb=$$!; \
+	trap 'kill $$tb' EXIT; \
+	runs=$$(find "$$sweep" -name 'events.out.tfevents.*' -printf '%h\n' | sort -u | wc -l); \
+	for _ in $$(seq 60); do \
+		$(PY) -c 'import json, sys, urllib.request as r; sys.exit(len(json.load(r.urlopen(sys.argv[1]))) < int(sys.argv[2]))' \
+			"http://127.0.0.1:$(TB_PORT)/data/runs" "$$runs" 2>/dev/null && break; sleep 1; \
+	done; \
+	for tab in "scalars&_smoothingWeight=0" hparams; do \
+		png="docs/images/tensorboard_$${tab%%&*}.png"; \
+		chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=15000 \
+			--window-size=1600,1000 --screenshot="$$png" "http://127.0.0.1:$(TB_PORT)/#$$tab" \
+			>/dev/null 2>&1 || exit 1; \
+		echo "$$png"; \
+	done
 
 tensorboard: $(STAMP) ## dashboards of everything under outputs/ (LOGDIR=<sweep folder> for one sweep)
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
