@@ -27,7 +27,7 @@ from cnnlab.training.checks import check_optional_loggers, validate_train_config
 from cnnlab.training.dashboard import dashboard_hparams
 from cnnlab.training.entry import as_user_error, hydra_choices
 from cnnlab.training.extras import apply_extras, config_tree, run_tags
-from cnnlab.training.run import build, instantiate_loggers, train
+from cnnlab.training.run import build, instantiate_callbacks, instantiate_loggers, train
 from conftest import CONF_DIR, ROOT, metrics_of
 
 SMALL = ["data.batch_size=8", "data.eval_batch_size=16"]
@@ -125,15 +125,13 @@ def test_ignore_warnings_silences_python_warnings(compose_cfg: Callable[..., Dic
 
 
 # -- debug modes, callbacks=none ----------------------------------------------------------------
-def test_the_debug_modes_set_what_they_say(
-    compose_cfg: Callable[..., DictConfig], synthetic_data_dir: Path
-) -> None:
-    data = f"paths.data_dir={synthetic_data_dir}"
+def test_the_debug_modes_set_what_they_say(compose_cfg: Callable[..., DictConfig]) -> None:
     trainers = {}
     for mode in ("overfit", "limit", "profiler", "fdr"):
-        cfg = compose_cfg([f"debug={mode}", data])
+        cfg = compose_cfg([f"debug={mode}"])
         validate_train_config(cfg)  # none contradicts cnnlab's checks
-        trainers[mode] = build(cfg).trainer
+        callbacks = instantiate_callbacks(cfg.callbacks)
+        trainers[mode] = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert trainers["overfit"].overfit_batches == 3 and trainers["overfit"].max_epochs == 20
     limit = trainers["limit"]
     assert (limit.limit_train_batches, limit.limit_val_batches) == (0.05, 0.25)
