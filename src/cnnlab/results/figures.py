@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,12 +40,24 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def _pixels(figure: Figure) -> np.ndarray:
+    """(H, W, 4) uint8 pixels at the figure's own dpi, drawn only if it changed since it was
+    last drawn: a figure saved as PNG and also logged to TensorBoard is drawn once (drawing,
+    with its layout, is most of a run's time after training)."""
+    if figure.stale:
+        figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())
+
+
 def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
     """Written whole or not at all (temporary file, then rename), like every file readers use."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        figure.savefig(tmp, dpi=dpi, format="png")
+        if dpi == figure.dpi:
+            PIL.Image.fromarray(_pixels(figure)).save(tmp, format="png")
+        else:
+            figure.savefig(tmp, dpi=dpi, format="png")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -54,8 +67,7 @@ def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
 
 def to_rgb(figure: Figure) -> np.ndarray:
     """(H, W, 3) uint8 pixels, for TensorBoard's Images tab."""
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    return _pixels(figure)[..., :3].copy()
 
 
 def wrap_label(label: str, width: int = 30) -> str:
