@@ -99,6 +99,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        shutil.rmtree(sweep_dir / SHOWN_DIR, ignore_errors=True)  # the jobs' claims: done
         try:
             report, report_error = report_after_sweep(sweep_dir)  # first: the exit below ends
         except ReportStopped as stop:  # Ctrl-C or SIGTERM while the report was written
