@@ -376,7 +376,7 @@ class ImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         # trainer.overfit_batches (debug=overfit): the same batches every epoch, in order.
-        overfit = trainer is not None and trainer.overfit_batches > 0
+        overfit = bool(trainer is not None and getattr(trainer, "overfit_batches", 0))
         sampler = (InOrderBatchSampler if overfit else IndexBatchSampler)(
             len(labels),
             batch_size,
