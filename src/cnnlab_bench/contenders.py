@@ -166,37 +166,30 @@ class BareLoop:
 
 
 def bare_run(
-    cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int, test: bool
+    cfg: DictConfig,
+    datamodule: ImageDataModule,
+    device: torch.device,
+    steps: int,
+    test: bool,
+    graphed: bool = False,
 ) -> dict[str, Any]:
+    """The bare loop's epoch; `graphed`: its step captured as one CUDA graph (capture and
+    warm-up included in its time, which has no per-phase split)."""
     loop = BareLoop(cfg, datamodule, device)
-    train_s, _ = loop.train_epoch(steps)
+    if graphed:
+        train_s, losses = loop.train_epoch_graphed(steps)
+        images, step_ms = len(losses) * loop.batch_size, {}
+    else:
+        train_s, _ = loop.train_epoch(steps)
+        images = min(steps * loop.batch_size, len(loop.splits["train"][1]))
+        step_ms = loop.phases.medians_ms()
     val_s, val_acc = loop.evaluate("val")
     result: dict[str, Any] = {
-        "step_ms": loop.phases.medians_ms(),
+        "step_ms": step_ms,
         "train_s": train_s,
         "epoch_s": train_s + val_s,
         "val_s": val_s,
-        "images": min(steps * loop.batch_size, len(loop.splits["train"][1])),
-        "val_acc": val_acc,
-    }
-    if test:
-        result["test_s"] = loop.evaluate("test")[0]
-    return result
-
-
-def bare_graph_run(
-    cfg: DictConfig, datamodule: ImageDataModule, device: torch.device, steps: int, test: bool
-) -> dict[str, Any]:
-    """The bare loop with its step as one CUDA graph (capture included in its time)."""
-    loop = BareLoop(cfg, datamodule, device)
-    train_s, losses = loop.train_epoch_graphed(steps)
-    val_s, val_acc = loop.evaluate("val")
-    result: dict[str, Any] = {
-        "step_ms": {},
-        "train_s": train_s,
-        "epoch_s": train_s + val_s,
-        "val_s": val_s,
-        "images": len(losses) * loop.batch_size,
+        "images": images,
         "val_acc": val_acc,
     }
     if test:

@@ -31,7 +31,7 @@ from cnnlab.data.datamodule import ImageDataModule
 from cnnlab.speed.layout import cpu_model_and_flags, use_channels_last
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab_bench.accuracy import accuracy_check
-from cnnlab_bench.contenders import bare_graph_run, bare_run, minimal_lightning_run, pipeline_run
+from cnnlab_bench.contenders import bare_run, minimal_lightning_run, pipeline_run
 from cnnlab_bench.load import busy_processes
 from cnnlab_bench.rows import (
     DEFAULT_ROWS,
@@ -150,8 +150,8 @@ def bench_row(
     }
     if device.type == "cuda":  # the CUDA-graph step: the pipeline's switch, the bare limit
         contenders["pipeline_graph"] = lambda test: pipeline_run(_graphed(cfg_for(test)), device)
-        contenders["bare_graph"] = lambda test: bare_graph_run(
-            probe, datamodule, device, steps, test=test
+        contenders["bare_graph"] = lambda test: bare_run(
+            probe, datamodule, device, steps, test=test, graphed=True
         )
     if layouts:
         other = copy.deepcopy(probe)
