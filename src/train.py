@@ -13,6 +13,7 @@ from cnnlab.process_setup import set_up_process
 from cnnlab.renamed import renamed_experiment_message, renamed_key_message
 from cnnlab.scale.plugins import missing_plugin_message
 from cnnlab.scale.sweeps import resume_arguments
+from cnnlab.speed.process_exit import exit_if_allowed
 from cnnlab.training.entry import config_syntax_problem, launch_problem, run_entry
 from cnnlab.training.run import train
 
@@ -56,3 +57,4 @@ if __name__ == "__main__":
         print(f"Error: {problem}", file=sys.stderr)
         sys.exit(2)
     main()
+    exit_if_allowed()  # a completed single run skips the interpreter's teardown

@@ -96,6 +96,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     _check(
         cfg,
+        "fast_exit",
+        lambda v: isinstance(v, bool),
+        "use true or false",
+    )
+    _check(
+        cfg,
         "cuda_graph",
         lambda v: v in CUDA_GRAPH_CHOICES,
         "use auto (the captured step on CUDA), true or false",

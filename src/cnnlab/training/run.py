@@ -33,12 +33,13 @@ from cnnlab.scale.ddp import check_ddp_settings, ddp_children_run_this_job
 from cnnlab.scale.job_resources import quiet_for_parallel_jobs
 from cnnlab.speed import lightning_trims
 from cnnlab.speed.net import net_speedups
+from cnnlab.speed.process_exit import allow_fast_exit
 from cnnlab.speed.runtime import apply_runtime_settings
 from cnnlab.training.callbacks import ConfigInCheckpoint, RunHistory, RunResults, scalar
 from cnnlab.training.checkpoint import holding_resumed_folder
 from cnnlab.training.checks import check_before_fit, validate_train_config
 from cnnlab.training.dashboard import log_figures, log_hparams
-from cnnlab.training.entry import hydra_choices, swept_in_this_sweep
+from cnnlab.training.entry import hydra_choices, in_multirun, swept_in_this_sweep
 from cnnlab.training.extras import apply_extras, run_tags
 from cnnlab.training.interruption import StopOnSignal
 
@@ -241,4 +242,6 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         run_test(run, record)
     finish(record, cfg, run)
     log.info("Run folder: %s", output_dir)
+    if cfg.get("fast_exit") and not in_multirun():  # a speed switch (docs/speed.md)
+        allow_fast_exit(run.loggers, run.trainer.world_size)
     return record.fields
