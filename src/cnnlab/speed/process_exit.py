@@ -1,8 +1,8 @@
 """A completed single run ends without the interpreter's teardown (switch: `fast_exit`).
 
 Once torch and Lightning are imported, Python's own exit (the destructors of their modules
-and objects) takes over a second on a small CPU: `python -c "import torch,
-pytorch_lightning"` spends about 1.2 of its 5.2 s after the imports are done. By the end of a
+and objects) takes about a second on a small CPU, a fifth of all that `python -c "import
+torch, pytorch_lightning"` takes (`make bench-sweep` times a run against it). By the end of a
 completed run every file it writes is written (the record and figures atomically,
 checkpoints closed), so `src/train.py` flushes the loggers, the log files and the standard
 streams and leaves with `os._exit`. Everything else exits normally: a sweep (its launcher's
