@@ -207,7 +207,7 @@ def test_files_named_with_a_dot_before_idx_are_read_without_a_download(
 ) -> None:
     raw = _dotted(tmp_path / "MNIST" / "raw", compress)
     monkeypatch.setattr(MNISTDataModule, "download_files", _no_download)
-    dm = MNISTDataModule(data_dir=tmp_path, download=True)
+    dm = MNISTDataModule(data_dir=tmp_path, download=True)  # offline-ok: download refused
     dm.setup()
     assert dm.describe()["sizes"] == {"train": 90, "val": 10, "test": 50}
     assert (raw / "t10k-labels-idx1-ubyte").is_file()
@@ -226,7 +226,7 @@ def test_files_under_close_names_get_a_rename_and_no_download(
     (raw / "t10k-labels-idx1-ubyte").rename(raw / "t10k_labels_idx1_ubyte")
     monkeypatch.setattr(FashionMNISTDataModule, "download_files", _no_download)
     with pytest.raises(DatasetNotFoundError) as info:
-        FashionMNISTDataModule(data_dir=tmp_path, download=True).prepare_data()
+        FashionMNISTDataModule(data_dir=tmp_path, download=True).prepare_data()  # offline-ok
     message = str(info.value)
     assert "rename train-images-idx3-ubyte.bin to train-images-idx3-ubyte, " in message
     assert "t10k_labels_idx1_ubyte to t10k-labels-idx1-ubyte in " in message
@@ -247,6 +247,7 @@ def test_a_read_only_folder_with_dotted_names_says_which_renames(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("cnnlab.data.datamodule.folder_lock", read_only)
+    monkeypatch.setattr(MNISTDataModule, "download_files", _no_download)
     with pytest.raises(DatasetNotFoundError) as info:
-        MNISTDataModule(data_dir=tmp_path, download=True).prepare_data()
+        MNISTDataModule(data_dir=tmp_path, download=True).prepare_data()  # offline-ok
     assert "Fix: rename train-images.idx3-ubyte to train-images-idx3-ubyte, " in str(info.value)
