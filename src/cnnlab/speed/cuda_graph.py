@@ -194,7 +194,13 @@ class CudaGraphStep(pl.Callback):
         self.graph: Graph | None = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
         self.eager_steps = 0
+        self.capture_failed = False
         self.replays = 0
+
+    @property
+    def warmup_done(self) -> bool:
+        """The warm-up steps ran (eagerly, on a side stream, as a capture requires)."""
+        return self.eager_steps >= self.warmup_steps
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After the optimizers exist, before the loops run: the loop type is read per batch.
@@ -219,7 +225,7 @@ class CudaGraphStep(pl.Callback):
             fits = static is not None and (
                 static[0].shape == images.shape and static[1].shape == labels.shape
             )
-            if self.graph is None and self.eager_steps >= self.warmup_steps:
+            if self.graph is None and not self.capture_failed and self.warmup_done:
                 fits = self._capture(module, images, labels)
             if not fits:
                 return self._eager_step(module, images, labels)
@@ -233,7 +239,7 @@ class CudaGraphStep(pl.Callback):
         """An ordinary manual-optimization step; after a capture it keeps the graph's
         gradient tensors (zeroed in place), which the graph writes to."""
         optimizer = module.optimizers()
-        on_cuda = images.is_cuda and self.eager_steps < self.warmup_steps  # warm-up
+        on_cuda = images.is_cuda and not self.capture_failed and not self.warmup_done
         side = torch.cuda.Stream() if on_cuda else None
         if side is not None:
             side.wait_stream(torch.cuda.current_stream())
@@ -276,7 +282,7 @@ class CudaGraphStep(pl.Callback):
                 first,
             )
             optimizer.zero_grad(set_to_none=True)  # nothing of the capture is kept
-            self.static, self.warmup_steps = None, 2**62  # never again in this run
+            self.static, self.capture_failed = None, True  # never again in this run
             return False
         return True
 
